@@ -1,0 +1,105 @@
+"""The one canonical face crop used for training, enrollment, animation and detection.
+
+A square, axis-aligned box around the 68 landmarks (no rotation: head roll stays in the landmarks,
+as in VoxCeleb-style crops), enlarged by a margin so the whole head fits, resampled to a fixed size.
+The crop is a similarity transform ``M`` (2×3, image → crop); its inverse pastes a generated crop back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_SIZE = 256
+DEFAULT_SCALE = 1.8  # crop side = scale × the landmarks' larger extent
+UP_SHIFT = 0.12  # move the centre up by this fraction of the side: forehead in, neck mostly out
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square crop in image pixels: centre and side."""
+
+    cx: float
+    cy: float
+    side: float
+
+    def affine(self, size: int) -> np.ndarray:
+        """2×3 matrix mapping image pixels to crop pixels of a ``size``×``size`` output."""
+        s = size / self.side
+        x0 = self.cx - self.side / 2
+        y0 = self.cy - self.side / 2
+        return np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float64)
+
+
+def crop_box(landmarks: np.ndarray, scale: float = DEFAULT_SCALE) -> CropBox:
+    """The canonical square box for one set of landmarks."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    x0, y0 = lm.min(axis=0)
+    x1, y1 = lm.max(axis=0)
+    side = max(x1 - x0, y1 - y0) * scale
+    cx = (x0 + x1) / 2
+    cy = (y0 + y1) / 2 - UP_SHIFT * side
+    return CropBox(float(cx), float(cy), float(side))
+
+
+def clip_box(landmark_seq: np.ndarray, scale: float = DEFAULT_SCALE) -> CropBox:
+    """One fixed box for a whole clip (median centre, largest typical side), so the head moves
+    inside a still crop as in VoxCeleb — landmarks then carry the head motion."""
+    boxes = [crop_box(lm, scale) for lm in landmark_seq]
+    cx = float(np.median([b.cx for b in boxes]))
+    cy = float(np.median([b.cy for b in boxes]))
+    side = float(np.percentile([b.side for b in boxes], 90))
+    return CropBox(cx, cy, side)
+
+
+def apply_affine(points: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Map (N, 2) points through a 2×3 affine."""
+    pts = np.asarray(points, dtype=np.float64)
+    return (pts @ M[:, :2].T + M[:, 2]).astype(np.float32)
+
+
+def invert_affine(M: np.ndarray) -> np.ndarray:
+    """Inverse of a 2×3 affine (crop → image)."""
+    A = np.vstack([M, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(A)[:2]
+
+
+def align_crop(
+    rgb: np.ndarray,
+    landmarks: np.ndarray | None = None,
+    size: int = DEFAULT_SIZE,
+    box: CropBox | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the canonical crop: returns (crop uint8 size×size×3, M image→crop).
+
+    Give ``landmarks`` (box computed from them) or a precomputed ``box`` (e.g. a clip's fixed box).
+    Pixels outside the image are filled by edge replication.
+    """
+    import cv2
+
+    if box is None:
+        if landmarks is None:
+            raise ValueError("align_crop needs landmarks or a box")
+        box = crop_box(landmarks)
+    M = box.affine(size)
+    interp = cv2.INTER_AREA if M[0, 0] < 1 else cv2.INTER_LINEAR
+    crop = cv2.warpAffine(rgb, M, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return crop, M
+
+
+def paste_back(frame: np.ndarray, crop: np.ndarray, M: np.ndarray, feather: float = 0.06) -> np.ndarray:
+    """Inverse of ``align_crop``: blend ``crop`` back into ``frame`` with a feathered square mask."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    size = crop.shape[0]
+    Minv = invert_affine(M)
+    warped = cv2.warpAffine(crop, Minv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    mask = np.zeros((size, size), np.float32)
+    pad = max(1, int(feather * size))
+    mask[pad:-pad, pad:-pad] = 1.0
+    mask = cv2.GaussianBlur(mask, (0, 0), pad / 2)
+    mask_img = cv2.warpAffine(mask, Minv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+    out = frame.astype(np.float32) * (1 - mask_img) + warped.astype(np.float32) * mask_img
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

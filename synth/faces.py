@@ -1,0 +1,171 @@
+"""Face detection and the 68-point landmark fit (iBUG 300-W layout), offline.
+
+Backends: ``hog`` (dlib's HOG detector: the default, 6-25 ms/frame), ``mmod`` (dlib's CNN detector:
+more robust, 0.5-2 s/frame), ``fan`` (face-alignment's FAN, only if its weights are already cached).
+The 68-point fit is dlib's shape predictor from the ``face-recognition-models`` package.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synth.errors import UserError
+
+MIN_FACE_PX = 40  # a face box narrower than this gives unusable landmarks
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: box (x0, y0, x1, y1) in pixels, 68 landmarks, detector confidence."""
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray  # float32 (68, 2)
+    confidence: float
+
+    @property
+    def size(self) -> float:
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
+def model_file(name: str) -> Path:
+    """Path of a model shipped by face-recognition-models (found without importing pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("face-recognition-models is not installed (pip install face-recognition-models)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
+    if not path.exists():
+        raise UserError(f"model file missing: {path}")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _shape_predictor():
+    import dlib
+
+    return dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
+
+
+@functools.lru_cache(maxsize=1)
+def _hog():
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
+@functools.lru_cache(maxsize=1)
+def _mmod():
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
+
+
+def fit_landmarks(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """dlib's 68-point shape predictor inside ``box``; float32 (68, 2)."""
+    import dlib
+
+    rect = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+    shape = _shape_predictor()(rgb, rect)
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+class FaceDetector:
+    """Find faces and their 68 landmarks in RGB images.
+
+    ``upsample``: dlib pyramid upsampling; HOG misses faces under ~80 px without it, so small images
+    are upsampled automatically (``upsample=None``). Large images are detected on a downscaled copy
+    (``max_side``) and the boxes scaled back, which keeps HOG at a few ms per frame.
+    """
+
+    def __init__(self, backend: str = "hog", upsample: int | None = None, max_side: int = 640) -> None:
+        if backend not in ("hog", "mmod", "fan"):
+            raise UserError(f"unknown face detector {backend!r} (use hog, mmod or fan)")
+        self.backend = backend
+        self.upsample = upsample
+        self.max_side = max_side
+        self._fan = None
+        if backend == "fan":
+            self._fan = _load_fan()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in the image, largest first."""
+        import cv2
+
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError("expected an RGB uint8 image")
+        if self._fan is not None:
+            return self._detect_fan(rgb)
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        up = self.upsample if self.upsample is not None else (1 if max(small.shape[:2]) < 400 else 0)
+        boxes: list[tuple[tuple[float, float, float, float], float]] = []
+        if self.backend == "hog":
+            rects, scores, _ = _hog().run(small, up, 0.0)
+            for r, s in zip(rects, scores):
+                boxes.append(((r.left(), r.top(), r.right(), r.bottom()), float(s)))
+        else:
+            for d in _mmod()(small, up):
+                r = d.rect
+                boxes.append(((r.left(), r.top(), r.right(), r.bottom()), float(d.confidence)))
+        faces = []
+        for (x0, y0, x1, y1), score in boxes:
+            box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
+            lm = fit_landmarks(rgb, box)
+            faces.append(Face(box=box, landmarks=lm, confidence=_squash(score, self.backend)))
+        faces.sort(key=lambda f: -f.size)
+        return faces
+
+    def _detect_fan(self, rgb: np.ndarray) -> list[Face]:
+        preds = self._fan.get_landmarks_from_image(rgb)  # type: ignore[union-attr]
+        faces = []
+        for lm in preds or []:
+            lm = np.asarray(lm[:, :2], dtype=np.float32)
+            box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
+            faces.append(Face(box=box, landmarks=lm, confidence=1.0))
+        faces.sort(key=lambda f: -f.size)
+        return faces
+
+
+def _squash(score: float, backend: str) -> float:
+    """Map a detector score to (0, 1): a logistic on HOG's SVM margin, mmod's confidence likewise."""
+    offset = 0.0 if backend == "hog" else 0.5
+    return float(1.0 / (1.0 + np.exp(-4.0 * (score - offset))))
+
+
+def _load_fan():
+    """face-alignment (FAN) — an optional extra that works only when its weights are already cached."""
+    try:
+        import face_alignment
+    except ImportError as e:
+        raise UserError("the fan backend needs the optional extra: pip install 'th[fan]'") from e
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device="cpu")
+    except Exception as e:
+        raise UserError(f"FAN weights are not available locally ({e.__class__.__name__}); use --detector hog") from e
+
+
+def pick_face(faces: list[Face], index: int | None = None, what: str = "image") -> tuple[Face, str | None]:
+    """Choose one face: the largest by default, or ``index`` (0 = largest). Returns (face, note)."""
+    if not faces:
+        raise UserError(f"no face found in {what}")
+    if index is not None:
+        if not 0 <= index < len(faces):
+            raise UserError(f"--face-index {index} out of range: {len(faces)} face(s) found in {what}")
+        face = faces[index]
+    else:
+        face = faces[0]
+    if face.size < MIN_FACE_PX:
+        raise UserError(f"the face in {what} is too small ({face.size:.0f} px, need ≥ {MIN_FACE_PX} px)")
+    note = None
+    if len(faces) > 1:
+        chosen = index if index is not None else 0
+        note = f"{len(faces)} faces found in {what}; using face {chosen} (largest first; --face-index to choose)"
+    return face, note

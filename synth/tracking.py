@@ -1,0 +1,203 @@
+"""Landmark tracks for video: detect on keyframes, follow between them, smooth with a One-Euro filter.
+
+A track is the driver format of ``th animate`` and the output of ``th faces``: per frame 68×2 float32
+landmarks, a confidence, a has-face flag, plus the fps and frame size. Frames with no face are reported
+(``has_face`` False, landmarks held from the nearest face) rather than failing the whole video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synth.errors import UserError
+
+TRACK_FORMAT = 1
+
+
+@dataclass
+class LandmarkTrack:
+    landmarks: np.ndarray  # float32 (T, 68, 2), image pixels
+    confidence: np.ndarray  # float32 (T,)
+    has_face: np.ndarray  # bool (T,)
+    fps: float
+    frame_size: tuple[int, int]  # (width, height)
+
+    def __len__(self) -> int:
+        return int(self.landmarks.shape[0])
+
+    @property
+    def faceless(self) -> int:
+        return int((~self.has_face).sum())
+
+    def save(self, path: Path | str) -> None:
+        """Write as .npz (call inside synth.atomic.atomic_path for atomic publication)."""
+        with open(path, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                format=np.int32(TRACK_FORMAT),
+                landmarks=self.landmarks.astype(np.float32),
+                confidence=self.confidence.astype(np.float32),
+                has_face=self.has_face.astype(bool),
+                fps=np.float32(self.fps),
+                frame_size=np.array(self.frame_size, dtype=np.int32),
+            )
+
+    @classmethod
+    def load(cls, path: Path | str) -> LandmarkTrack:
+        """Read and validate a track; anything malformed is a one-line UserError."""
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: no such file")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                lm = z["landmarks"].astype(np.float32)
+                conf = z["confidence"].astype(np.float32)
+                has = z["has_face"].astype(bool)
+                fps = float(z["fps"])
+                w, h = (int(v) for v in z["frame_size"])
+        except Exception as e:
+            raise UserError(f"{path}: not a th landmark track (.npz from `th faces`)") from e
+        t = lm.shape[0]
+        if lm.ndim != 3 or lm.shape[1:] != (68, 2) or conf.shape != (t,) or has.shape != (t,) or t == 0:
+            raise UserError(f"{path}: malformed landmark track (landmarks {lm.shape})")
+        if not np.isfinite(lm).all() or not fps > 0:
+            raise UserError(f"{path}: landmark track holds non-finite values")
+        return cls(lm, conf, has, fps, (w, h))
+
+
+class OneEuroFilter:
+    """Casiez et al. 2012: an adaptive low-pass — steady when still, responsive when moving."""
+
+    def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0) -> None:
+        self.dt = 1.0 / fps
+        self.min_cutoff = min_cutoff
+        self.beta = beta
+        self.d_cutoff = d_cutoff
+        self.x_prev: np.ndarray | None = None
+        self.dx_prev: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        self.x_prev = None
+        self.dx_prev = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        if self.x_prev is None:
+            self.x_prev, self.dx_prev = x, np.zeros_like(x)
+            return x.astype(np.float32)
+        dx = (x - self.x_prev) / self.dt
+        a_d = self._alpha(self.d_cutoff, self.dt)
+        dx_hat = a_d * dx + (1 - a_d) * self.dx_prev
+        cutoff = self.min_cutoff + self.beta * np.abs(dx_hat)
+        a = self._alpha(cutoff, self.dt)
+        x_hat = a * x + (1 - a) * self.x_prev
+        self.x_prev, self.dx_prev = x_hat, dx_hat
+        return x_hat.astype(np.float32)
+
+
+def _box_from_landmarks(lm: np.ndarray, rel: tuple[float, float, float]) -> tuple[float, float, float, float]:
+    """A detector-like box from previous landmarks, using the box/landmark relation seen at the keyframe."""
+    c = (lm.min(0) + lm.max(0)) / 2
+    ext = float(max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1])))
+    dx, dy, k = rel
+    half = ext * k / 2
+    cx, cy = c[0] + dx * ext, c[1] + dy * ext
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def _relation(box: tuple[float, float, float, float], lm: np.ndarray) -> tuple[float, float, float]:
+    c = (lm.min(0) + lm.max(0)) / 2
+    ext = float(max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1]))) or 1.0
+    bc = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    return ((bc[0] - c[0]) / ext, (bc[1] - c[1]) / ext, max(box[2] - box[0], box[3] - box[1]) / ext)
+
+
+def track_frames(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    detector=None,
+    keyframe_every: int = 10,
+    smooth: bool = True,
+    min_cutoff: float = 1.0,
+    beta: float = 0.05,
+    face_index: int | None = None,
+) -> LandmarkTrack:
+    """Track one face through a stream of RGB frames.
+
+    Every ``keyframe_every`` frames (and whenever the face was lost) the detector runs; in between, the
+    68-point fit is re-run in a box predicted from the previous landmarks (~1 ms). On keyframes the face
+    nearest the one being followed is kept, so a second person does not steal the track.
+    """
+    from synth.faces import FaceDetector, fit_landmarks
+
+    det = detector or FaceDetector()
+    raw: list[np.ndarray | None] = []
+    conf: list[float] = []
+    size = (0, 0)
+    prev: np.ndarray | None = None
+    rel = (0.0, 0.1, 1.1)
+    for i, rgb in enumerate(frames):
+        size = (rgb.shape[1], rgb.shape[0])
+        lm = None
+        c = 0.0
+        if prev is None or i % keyframe_every == 0:
+            faces = det.detect(rgb)
+            if faces:
+                if prev is not None:
+                    centre = prev.mean(0)
+                    face = min(faces, key=lambda f: float(np.linalg.norm(f.landmarks.mean(0) - centre)))
+                elif face_index is not None and face_index < len(faces):
+                    face = faces[face_index]
+                else:
+                    face = faces[0]
+                lm, c = face.landmarks, face.confidence
+                rel = _relation(face.box, lm)
+        else:
+            box = _box_from_landmarks(prev, rel)
+            lm = fit_landmarks(rgb, box)
+            c = conf[-1] if conf else 0.5
+            # A fit that collapsed or jumped far is a lost track: re-detect now.
+            ext_prev = float(np.ptp(prev, axis=0).max())
+            if float(np.ptp(lm, axis=0).max()) < 0.5 * ext_prev or float(np.abs(lm.mean(0) - prev.mean(0)).max()) > 0.5 * ext_prev:
+                faces = det.detect(rgb)
+                lm, c = (faces[0].landmarks, faces[0].confidence) if faces else (None, 0.0)
+                if faces:
+                    rel = _relation(faces[0].box, lm)
+        raw.append(lm)
+        conf.append(c)
+        prev = lm if lm is not None else prev
+    if not raw:
+        raise UserError("video has no frames")
+    has = np.array([r is not None for r in raw])
+    if not has.any():
+        raise UserError("no face found in any frame of the video")
+    out = np.zeros((len(raw), 68, 2), np.float32)
+    first = int(np.argmax(has))
+    held = raw[first]
+    filt = OneEuroFilter(fps, min_cutoff, beta)
+    for i, r in enumerate(raw):
+        if r is None:
+            out[i] = held  # faceless: hold the last (or, at the start, the first) landmarks
+            filt.reset()
+            continue
+        held = filt(r) if smooth else r
+        out[i] = held
+    return LandmarkTrack(out, np.array(conf, np.float32), has, float(fps), size)
+
+
+def track_video(path: Path | str, detector=None, keyframe_every: int = 10, smooth: bool = True,
+                face_index: int | None = None) -> LandmarkTrack:
+    """Track the face through a video file (streamed: memory independent of length)."""
+    from synth.video import iter_frames, probe
+
+    info = probe(path)
+    return track_frames(iter_frames(path), info.fps, detector, keyframe_every, smooth, face_index=face_index)
