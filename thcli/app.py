@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from thcli import faces, prepare
+from thcli import faces, meta_train, prepare
 
 app = typer.Typer(
     name="th",
@@ -24,32 +24,24 @@ app = typer.Typer(
 # --- command registration (one line per command or command group) ---
 app.command("faces")(faces.faces)
 app.command("prepare")(prepare.prepare)
+app.command("meta-train")(meta_train.meta_train)
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    """Console entry point: user errors become one line on stderr and a non-zero exit.
+
+    Usage errors (unknown command, missing argument) are Typer's own: usage text and exit 2.
+    """
     from synth.errors import UserError
 
     try:
-        app(standalone_mode=False)
+        app()
     except UserError as e:
         print(f"th: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        print("th: aborted", file=sys.stderr)
-        sys.exit(130)
     except KeyboardInterrupt:
         print("th: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def faces(
     t0 = time.perf_counter()
     if is_image:
         rgb = read_image(input)
-        face, note = pick_face(det.detect(rgb), face_index, what=str(input))
+        face, note = pick_face(det.detect(rgb, thorough=True), face_index, what=str(input))
         if note:
             print(f"th: {note}", file=sys.stderr)
         tr = LandmarkTrack(face.landmarks[None], np.array([face.confidence], np.float32), np.array([True]),

@@ -1,0 +1,64 @@
+"""Shared fixtures: the developer share of real media, a private TH_HOME, and a `th` runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("TH_THREADS", "2")
+
+
+def shared_path(rel: str) -> Path:
+    """A file of ../shared/data, or skip the test with the reason when the share is absent."""
+    p = SHARED / rel
+    if not p.exists():
+        pytest.skip(f"needs ../shared/data/{rel}")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def th_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own TH_HOME so keys and config never touch the real home."""
+    home = tmp_path_factory.mktemp("th_home")
+    monkeypatch.setenv("TH_HOME", str(home))
+    return home
+
+
+def run_th(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (real exit codes, real stderr)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "thcli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def th():
+    return run_th
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def prepared3(tmp_path_factory) -> Path:
+    """Three real clips of different people prepared by `th prepare` (16 frames each, 128 px)."""
+    clips = ["RNTHM__examples_fine_tuning_test_video_e43ca9f.mp4", "EDTalk__pose_source1.mp4", "first-order-model__00.mp4"]
+    src = tmp_path_factory.mktemp("clips3")
+    for c in clips:
+        (src / c).symlink_to(shared_path(f"clips/{c}"))
+    out = tmp_path_factory.mktemp("prep3") / "prep"
+    r = run_th("prepare", src, out, "--frames", "16", "--size", "128", "--manifest", SHARED / "MANIFEST.tsv")
+    assert r.returncode == 0, r.stderr
+    return out

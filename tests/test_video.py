@@ -1,0 +1,50 @@
+"""Streaming video round trip: frames, fps and audio survive; H.264 yuv420p."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synth.video import VideoWriter, audio_codec, iter_frames, probe
+from tests.conftest import shared_path
+
+
+def test_round_trip_frames_fps_audio(tmp_path):
+    src = shared_path("clips/RNTHM__examples_fine_tuning_test_video_e43ca9f.mp4")  # 25 fps, AAC audio
+    frames = list(iter_frames(src, max_frames=60))
+    out = tmp_path / "rt.mp4"
+    with VideoWriter(out, fps=30, size=(224, 224), audio_from=src) as w:
+        for f in frames:
+            w.write(f)
+    info = probe(out)
+    assert info.frames == 60 and abs(info.fps - 30) < 1e-3 and (info.width, info.height) == (224, 224)
+    assert info.has_audio and audio_codec(out) == "aac"
+    back = list(iter_frames(out))
+    assert len(back) == 60
+    mse = np.mean((np.stack(back).astype(float) - np.stack(frames).astype(float)) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 32
+
+    import av
+
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+
+
+def test_no_audio_source_gives_silent_video(tmp_path):
+    out = tmp_path / "silent.mp4"
+    with VideoWriter(out, fps=25, size=(64, 48)) as w:
+        for i in range(10):
+            w.write(np.full((48, 64, 3), i * 20, np.uint8))
+    info = probe(out)
+    assert info.frames == 10 and not info.has_audio
+
+
+def test_iter_frames_streams():
+    import inspect
+
+    src = shared_path("clips/LIA__obama.mov")  # 47 s: frames come one at a time, on demand
+    it = iter_frames(src)
+    assert inspect.isgenerator(it)
+    first = [next(it) for _ in range(3)]
+    assert all(f.shape == (256, 256, 3) for f in first)
+    assert len(list(iter_frames(src, every=10, max_frames=5))) == 5
