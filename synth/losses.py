@@ -1,0 +1,205 @@
+"""Losses of Zakharov et al. 2019 (Sec. 3.2, Eq. 1-6) as plain functions on tensors.
+
+Images are (B,3,H,W) in [-1, 1]. Realism scores are (B,). The default content loss needs no
+pretrained networks (pixel L1 + multi-scale SSIM); the paper's VGG19 + VGGFace perceptual loss is
+available from local weight files (both are Caffe models: BGR, 0-255, mean-subtracted input).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synth.errors import UserError
+
+# Caffe per-channel means in BGR order, 0-255 (Simonyan & Zisserman 2015; Parkhi et al. 2015).
+VGG19_MEAN_BGR = (103.939, 116.779, 123.68)
+VGGFACE_MEAN_BGR = (93.5940, 104.7624, 129.1863)
+# relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (VGG19) / relu1_1 ... relu5_1 (VGGFace = VGG16).
+_VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_TAPS19 = (0, 2, 4, 8, 12)  # conv index (0-based, counting convs) whose ReLU output is used
+_TAPS16 = (0, 2, 4, 7, 10)
+
+
+def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference."""
+    return (x - y).abs().mean()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, data_range: float = 2.0) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004) with a uniform window, per image → (B,). Padding-free ('valid')."""
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    w = min(window, x.shape[-1], x.shape[-2])
+    mu_x = F.avg_pool2d(x, w, 1)
+    mu_y = F.avg_pool2d(y, w, 1)
+    sxx = F.avg_pool2d(x * x, w, 1) - mu_x**2
+    syy = F.avg_pool2d(y * y, w, 1) - mu_y**2
+    sxy = F.avg_pool2d(x * y, w, 1) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(dim=1)
+
+
+def multiscale_ssim_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
+    """Multi-scale structural loss: mean over scales (×½ each) of 1 − SSIM; our VGG-free content term."""
+    total = x.new_zeros(())
+    for s in range(scales):
+        if s:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        total = total + (1.0 - ssim(x, y)).mean()
+    return total / scales
+
+
+def adversarial_g(r_fake: torch.Tensor) -> torch.Tensor:
+    """Generator's adversarial term −D(x̂) (Eq. 3, first part): minimising it raises fake realism."""
+    return -r_fake.mean()
+
+
+def feature_matching(feats_fake: list[torch.Tensor], feats_real: list[torch.Tensor]) -> torch.Tensor:
+    """Feature matching (Eq. 3, L_FM): Σ over D's blocks of the mean L1 between fake and real features.
+
+    Real features are detached: this term trains E and G, not D.
+    """
+    total = feats_fake[0].new_zeros(())
+    for f, r in zip(feats_fake, feats_real, strict=True):
+        total = total + l1(f, r.detach())
+    return total
+
+
+def embedding_match(w: torch.Tensor, e_hat: torch.Tensor) -> torch.Tensor:
+    """L_MCH = ‖W_i − ê_i‖₁ (Eq. 5), as the mean over the batch and the N dimensions."""
+    return (w - e_hat).abs().mean()
+
+
+def hinge_d(r_real: torch.Tensor, r_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss (Eq. 6): mean(relu(1 + D(fake))) + mean(relu(1 − D(real)))."""
+    return F.relu(1.0 + r_fake).mean() + F.relu(1.0 - r_real).mean()
+
+
+def caffe_preprocess(x: torch.Tensor, mean_bgr: tuple[float, float, float]) -> torch.Tensor:
+    """RGB in [-1, 1] → Caffe input: BGR channel order, 0-255 range, per-channel mean subtracted."""
+    bgr = x.flip(1)  # RGB -> BGR
+    mean = torch.tensor(mean_bgr, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (bgr + 1.0) * 127.5 - mean
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+class CaffeVGG(nn.Module):
+    """A frozen VGG feature extractor (VGG19 or VGGFace/VGG16) returning the relu*_1 activations."""
+
+    def __init__(self, cfg: tuple, taps: tuple[int, ...], mean_bgr: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.mean_bgr = mean_bgr
+        self.taps = taps
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers.append(nn.Conv2d(cin, int(v), 3, padding=1))
+                cin = int(v)
+        self.layers = nn.ModuleList(layers)
+        self.requires_grad_(False)
+
+    def load_weights(self, path: Path) -> None:
+        """Load conv weights from a state dict (.safetensors, or a tensor-only .pth/.pt).
+
+        Any naming works (torchvision ``features.N``, Caffe ``conv1_1`` ...): the conv kernels (4-D) and
+        biases are taken in natural key order, which is the network's order in both conventions.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"VGG weights not found: {path}")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        keys = sorted(sd, key=_natural_key)
+        kernels = [sd[k] for k in keys if sd[k].ndim == 4]
+        biases = [sd[k] for k in keys if sd[k].ndim == 1 and k.endswith("bias")]
+        convs = [m for m in self.layers if isinstance(m, nn.Conv2d)]
+        kernels, biases = kernels[: len(convs)], biases[: len(convs)]
+        if len(kernels) < len(convs) or len(biases) < len(convs):
+            raise UserError(f"{path}: expected {len(convs)} conv layers, found {len(kernels)}")
+        for conv, k, b in zip(convs, kernels, biases, strict=True):
+            if k.shape != conv.weight.shape:
+                raise UserError(f"{path}: conv weight shape {tuple(k.shape)} != {tuple(conv.weight.shape)}")
+            conv.weight.data.copy_(k)
+            conv.bias.data.copy_(b)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # x (B,3,H,W) RGB in [-1,1] -> list of relu*_1 activations
+        h = caffe_preprocess(x, self.mean_bgr)
+        out = []
+        n_conv = -1
+        for layer in self.layers:
+            h = layer(h)
+            if isinstance(layer, nn.Conv2d):
+                n_conv += 1
+                h = F.relu(h)
+                if n_conv in self.taps:
+                    out.append(h)
+                    if n_conv == self.taps[-1]:
+                        break
+        return out
+
+
+class Perceptual(nn.Module):
+    """The paper's content loss terms L_CNT from VGG19 (ImageNet) and VGGFace (Sec. 3.2, Eq. 1)."""
+
+    def __init__(self, vgg19: Path, vggface: Path) -> None:
+        super().__init__()
+        self.vgg19 = CaffeVGG(_VGG19_CFG, _TAPS19, VGG19_MEAN_BGR)
+        self.vgg19.load_weights(vgg19)
+        self.vggface = CaffeVGG(_VGG16_CFG, _TAPS16, VGGFACE_MEAN_BGR)
+        self.vggface.load_weights(vggface)
+        self.eval()
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(VGG19 term, VGGFace term): Σ over taps of the mean L1 between activations."""
+        terms = []
+        for net in (self.vgg19, self.vggface):
+            with torch.no_grad():
+                fr = net(real)
+            ff = net(fake)
+            terms.append(sum((l1(a, b) for a, b in zip(ff, fr, strict=True)), fake.new_zeros(())))
+        return terms[0], terms[1]
+
+
+def content_loss(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    w_l1: float,
+    w_msssim: float,
+    ms_scales: int,
+    perceptual: Perceptual | None = None,
+    w_vgg19: float = 0.0,
+    w_vggface: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_CNT (Eq. 1): weighted pixel L1 + multi-scale SSIM (+ VGG19/VGGFace terms when given).
+
+    Returns the weighted total and the unweighted named terms (for logging).
+    """
+    terms: dict[str, torch.Tensor] = {}
+    total = fake.new_zeros(())
+    if w_l1:
+        terms["l1"] = l1(fake, real)
+        total = total + w_l1 * terms["l1"]
+    if w_msssim:
+        terms["msssim"] = multiscale_ssim_loss(fake, real, ms_scales)
+        total = total + w_msssim * terms["msssim"]
+    if perceptual is not None:
+        terms["vgg19"], terms["vggface"] = perceptual(fake, real)
+        total = total + w_vgg19 * terms["vgg19"] + w_vggface * terms["vggface"]
+    return total, terms
