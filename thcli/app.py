@@ -11,6 +11,7 @@ import sys
 import typer
 
 from thcli import faces, meta_train, prepare
+from thcli import keys, verify
 
 app = typer.Typer(
     name="th",
@@ -25,6 +26,8 @@ app = typer.Typer(
 app.command("faces")(faces.faces)
 app.command("prepare")(prepare.prepare)
 app.command("meta-train")(meta_train.meta_train)
+app.add_typer(keys.app, name="keys")
+app.command("verify")(verify.verify)
 
 
 def main() -> None:

@@ -1,0 +1,144 @@
+"""``th verify``: C2PA state, watermark, detector score and one verdict per file.
+
+The JSON report (``Report.to_dict``) is a stable interface, documented in docs/PROVENANCE.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from provenance import keys, manifest, watermark
+from synth.errors import UserError
+
+# verdict -> exit code; the CLI exits with the most severe verdict among its files (SEVERITY order)
+EXIT_CODES = {"signed": 0, "stripped": 3, "tampered": 4, "no-evidence": 5, "likely-synthetic": 6}
+SEVERITY = ("signed", "no-evidence", "likely-synthetic", "stripped", "tampered")
+MAX_FRAMES = 250  # 10 s at 25 fps: enough votes for the watermark, bounded time for long files
+VERDICT_TEXT = {
+    "signed": "signed th output (C2PA manifest valid, watermark consistent)",
+    "stripped": "th output with its provenance stripped (watermark found, no manifest)",
+    "tampered": "tampered (manifest invalid, or watermark and manifest disagree)",
+    "likely-synthetic": "likely synthetic (detector)",
+    "no-evidence": "no evidence of synthesis",
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path
+    verdict: str
+    c2pa: manifest.ManifestReport
+    mark: watermark.WatermarkResult
+    matches_manifest: bool | None
+    detector: dict | None
+    trusted_roots: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict:
+        m = self.mark
+        return {
+            "file": str(self.path),
+            "verdict": self.verdict,
+            "verdict_text": VERDICT_TEXT[self.verdict],
+            "exit_code": self.exit_code,
+            "c2pa": {
+                "state": self.c2pa.state,
+                "claims": self.c2pa.claims,
+                "errors": self.c2pa.errors,
+                "trusted_roots": self.trusted_roots,
+            },
+            "watermark": {
+                "found": m.found,
+                "payload": m.payload,
+                "matches_manifest": self.matches_manifest,
+                "bit_accuracy": round(m.bit_accuracy, 4),
+                "sync_z": round(m.sync_z, 2),
+                "crc_ok": m.crc_ok,
+                "scale": round(m.scale, 4),
+                "shift": list(m.shift),
+                "frames": m.frames,
+            },
+            "detector": self.detector,
+        }
+
+
+def detector_score(path: Path) -> dict | None:
+    """The detector hook: ``detect.score_file(path)`` when the detect package has it and bundled
+    weights; otherwise None (no detector yet)."""
+    import importlib
+    import importlib.resources
+
+    try:
+        detect = importlib.import_module("detect")
+    except ImportError:
+        return None
+    score_file = getattr(detect, "score_file", None)
+    if score_file is None:
+        return None
+    assets = importlib.resources.files("detect") / "assets"
+    if not assets.is_dir() or not any(p.name.endswith(".safetensors") for p in assets.iterdir()):
+        return None
+    result = score_file(path)
+    return result if isinstance(result, dict) else {"score": result}
+
+
+def _frames(path: Path, max_frames: int):
+    from synth import video
+
+    if video.is_image_path(path):
+        return [video.read_image(path)]
+    video.probe(path)  # clear one-line error for text files, truncated headers, no video stream
+    return video.iter_frames(path, max_frames=max_frames)
+
+
+def trust_anchors(extra: list[Path]) -> tuple[list[bytes], list[str]]:
+    """PEM roots to trust: this machine's local root (if any) plus ``extra``."""
+    paths = [p for p in [keys.local_root()] if p is not None] + list(extra)
+    pems = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise UserError(f"--trust {p}: no such file")
+        data = Path(p).read_bytes()
+        if b"BEGIN CERTIFICATE" not in data:
+            raise UserError(f"--trust {p}: not a PEM certificate")
+        pems.append(data)
+    return pems, [str(p) for p in paths]
+
+
+def verdict_for(state: str, found: bool, matches: bool | None, detector: dict | None) -> str:
+    if state == "Invalid" or matches is False:
+        return "tampered"
+    if state in ("Valid", "Trusted"):
+        return "signed"
+    if found:
+        return "stripped"
+    if detector is not None and detector.get("synthetic"):
+        return "likely-synthetic"
+    return "no-evidence"
+
+
+def verify_file(path: Path | str, trust: list[Path] | None = None, max_frames: int = MAX_FRAMES) -> Report:
+    """Everything ``th verify`` reports about one file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file")
+    frames = _frames(path, max_frames)
+    pems, roots = trust_anchors(trust or [])
+    c2pa_report = manifest.read_manifest(path, pems)
+    mark = watermark.detect(frames)
+    matches = None
+    if c2pa_report.payload is not None and mark.found:
+        matches = mark.payload == c2pa_report.payload
+    detector = detector_score(path)
+    verdict = verdict_for(c2pa_report.state, mark.found, matches, detector)
+    return Report(path, verdict, c2pa_report, mark, matches, detector, roots)
+
+
+def worst(verdicts: list[str]) -> str:
+    return max(verdicts, key=SEVERITY.index)
