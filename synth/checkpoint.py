@@ -8,6 +8,7 @@ version. Nothing is pickled. Files appear only by atomic rename, so a crash neve
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,7 @@ def save_checkpoint(
     dest = ckpt_dir / f"ckpt-{step:08d}.safetensors"
     with atomic_path(dest, force=True) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)
     old = sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))
     for p in old[:-keep] if keep > 0 else []:
         p.unlink(missing_ok=True)

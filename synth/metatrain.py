@@ -13,6 +13,7 @@ each parameter is updated once per step by exactly one Adam. The adversarial ter
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -300,7 +301,7 @@ def meta_train(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
-        if show_progress:
+        if show_progress and sys.stdout.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             progress = Progress(TextColumn("meta-train"), BarColumn(), MofNCompleteColumn(),
@@ -335,10 +336,13 @@ def meta_train(
                 for k, v in losses.items():
                     writer.add_scalar(f"loss/{k}", v, step)
                 writer.add_scalar("perf/images_per_s", ips, step)
-                if progress is not None:
-                    shown = " ".join(f"{k}={losses[k]:.3g}" for k in ("l1", "msssim", "vgg19", "adv", "fm",
-                                                                     "mch", "dsc") if k in losses)
+                shown = " ".join(f"{k}={losses[k]:.3g}" for k in ("l1", "msssim", "vgg19", "adv", "fm",
+                                                                 "mch", "dsc") if k in losses)
+                if progress is not None and progress.console.is_terminal:
                     progress.update(task, completed=step, description=f"{shown} {ips:.2f} img/s")
+                elif show_progress and (step % (10 * t.log_every) == 0 or step == steps):
+                    # Not a terminal (a log file): one plain line every 10 log intervals.
+                    print(f"step {step}/{steps} {shown} {ips:.2f} img/s", flush=True)
             if info.is_main and (step % t.sample_every == 0 or step == steps):
                 k = frames.shape[1] - 1
                 _write_png(run_dir / "samples" / f"step-{step:08d}.png",

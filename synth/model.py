@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,7 @@ class TalkingHeadModel:
         out = Path(out)
         with atomic_path(out, force=force) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
+            os.chmod(tmp, 0o644)
         return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
