@@ -26,7 +26,8 @@ def check_writable(dest: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path | str, force: bool = False, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(dest: Path | str, force: bool = False, suffix: str | None = None,
+                mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest``, on error delete it.
 
     The temporary name keeps ``dest``'s suffix (or ``suffix``) so tools that sniff the extension
@@ -38,13 +39,15 @@ def atomic_path(dest: Path | str, force: bool = False, suffix: str | None = None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{sfx}", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise UserError(f"internal error: nothing was written for {dest}", exit_code=1)
+        if mode is None:  # mkstemp makes 0600; ordinary outputs get the usual umask permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -54,7 +57,5 @@ def atomic_path(dest: Path | str, force: bool = False, suffix: str | None = None
 
 def atomic_write_bytes(dest: Path | str, data: bytes, force: bool = False, mode: int | None = None) -> None:
     """Write ``data`` to ``dest`` atomically (optionally with permission bits, e.g. 0o600)."""
-    with atomic_path(dest, force=force) as tmp:
-        if mode is not None:
-            os.chmod(tmp, mode)
+    with atomic_path(dest, force=force, mode=mode) as tmp:
         tmp.write_bytes(data)

@@ -10,8 +10,7 @@ import sys
 
 import typer
 
-from thcli import faces, meta_train, prepare
-from thcli import keys, verify
+from thcli import animate, enroll, faces, keys, meta_train, prepare, verify
 
 app = typer.Typer(
     name="th",
@@ -28,6 +27,8 @@ app.command("prepare")(prepare.prepare)
 app.command("meta-train")(meta_train.meta_train)
 app.add_typer(keys.app, name="keys")
 app.command("verify")(verify.verify)
+app.command("enroll")(enroll.enroll)
+app.command("animate")(animate.animate)
 
 
 def main() -> None:

@@ -1,0 +1,89 @@
+"""Animation: a driver (video, landmark track or built-in motion) moves an enrolled avatar.
+
+The driver becomes a landmark sequence in the avatar's crop coordinates — by default through relative
+motion transfer (the avatar's own landmarks moved by the driver's change from its neutral frame), or
+with ``absolute`` the driver's own cropped landmarks as the paper did — and the generator renders one
+frame per landmark image. Everything streams: memory does not grow with the driver's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synth.errors import UserError
+from synth.motion import BUILTIN_MOTIONS
+
+
+@dataclass
+class DriverPlan:
+    landmarks: np.ndarray  # float32 (T, 68, 2): avatar crop pixels at model size
+    fps: float
+    audio_from: Path | None
+    faceless: int
+    driver_sha256: str | None
+    description: str
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = True, fps: float = 25.0,
+                seconds: float = 4.0, neutral: int | None = None) -> DriverPlan:
+    """Turn DRIVER (a video, a `.npz` track, or a built-in motion name) into avatar landmarks."""
+    from synth.align import apply_affine, clip_box
+    from synth.motion import absolute_transfer, builtin_motion, relative_transfer
+    from synth.tracking import LandmarkTrack, track_video
+    from synth.video import VIDEO_SUFFIXES, probe_has_audio
+
+    if driver in BUILTIN_MOTIONS:
+        lm = builtin_motion(driver, avatar_lm, fps=fps, seconds=seconds)
+        return DriverPlan(lm, fps, None, 0, None, f"built-in motion '{driver}' ({seconds:g} s at {fps:g} fps)")
+    path = Path(driver)
+    if not path.exists():
+        raise UserError(f"{driver}: no such file, and not a built-in motion ({', '.join(BUILTIN_MOTIONS)})")
+    if path.suffix.lower() == ".npz":
+        track = LandmarkTrack.load(path)
+        audio = None
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        track = track_video(path)
+        audio = path if probe_has_audio(path) else None
+    else:
+        raise UserError(f"{driver}: a driver is a video, a .npz track from `th faces`, or a built-in motion")
+    if relative:
+        ref = neutral if neutral is not None else int(np.argmax(track.has_face))
+        if not 0 <= ref < len(track):
+            raise UserError(f"--neutral {ref} is outside the driver's {len(track)} frames")
+        lm = relative_transfer(avatar_lm, track.landmarks, ref)
+    else:
+        box = clip_box(track.landmarks[track.has_face])
+        M = box.affine(size)
+        lm = absolute_transfer(np.stack([apply_affine(x, M) for x in track.landmarks]))
+    desc = f"{path.name}: {len(track)} frames at {track.fps:g} fps, {'relative' if relative else 'absolute'} motion"
+    return DriverPlan(lm, track.fps, audio, track.faceless, _sha256(path), desc)
+
+
+def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: int = 8) -> Iterator[np.ndarray]:
+    """Yield uint8 RGB frames (out_size²) for each landmark set, ``batch`` at a time."""
+    import cv2
+    import torch
+
+    from synth.landmark_image import draw_landmarks
+    from synth.model import images_to_tensor, tensor_to_images
+
+    s = model.image_size
+    for i in range(0, len(landmarks), batch):
+        y = images_to_tensor(np.stack([draw_landmarks(lm, s) for lm in landmarks[i:i + batch]]), model.device)
+        with torch.no_grad():
+            frames = tensor_to_images(model.generate(y, psi=psi, generator=generator))
+        for f in frames:
+            yield f if out_size == s else cv2.resize(f, (out_size, out_size), interpolation=cv2.INTER_CUBIC)

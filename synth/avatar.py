@@ -1,0 +1,96 @@
+"""Avatar files: one enrolled person, as safetensors (the person-specific parameters) + JSON metadata.
+
+An avatar is refused on load if it is not safetensors (a pickle renamed ``.avatar`` is never
+unpickled), is truncated, or was made for another base model than the one loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synth.atomic import atomic_path
+from synth.errors import UserError
+
+AVATAR_FORMAT = "th-avatar"
+AVATAR_FORMAT_VERSION = 1
+
+
+@dataclass
+class Avatar:
+    """An enrolled person: parameters for G, the person's own landmarks and crops, and metadata."""
+
+    tensors: dict  # name → torch.Tensor (PersonParams.tensors())
+    landmarks: np.ndarray  # float32 (68, 2): the avatar's neutral landmarks, crop pixels at model size
+    source: np.ndarray  # uint8 (S, S, 3): the first shot's aligned crop at model size
+    meta: dict  # name, photos_sha256, base_model_id, base_model_sha256, steps, consent, created, ...
+
+    @property
+    def avatar_id(self) -> str:
+        return str(self.meta.get("avatar_id", ""))
+
+    def save(self, path: Path | str, force: bool = False) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        tensors = dict(self.tensors)
+        tensors["avatar/landmarks"] = torch.from_numpy(self.landmarks.astype(np.float32))
+        tensors["avatar/source"] = torch.from_numpy(np.ascontiguousarray(self.source))
+        meta = {"format": AVATAR_FORMAT, "format_version": str(AVATAR_FORMAT_VERSION), "meta": json.dumps(self.meta)}
+        with atomic_path(path, force=force) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+
+    @staticmethod
+    def load(path: Path | str, base_model_sha256: str | None = None) -> Avatar:
+        """Read and check an avatar file; ``base_model_sha256`` refuses an avatar of another model."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: no such avatar file")
+        header = _safetensors_header(path)
+        meta_raw = header.get("__metadata__", {})
+        if meta_raw.get("format") != AVATAR_FORMAT:
+            raise UserError(f"{path}: a safetensors file, but not a th avatar")
+        if int(meta_raw.get("format_version", "0")) > AVATAR_FORMAT_VERSION:
+            raise UserError(f"{path}: avatar format {meta_raw['format_version']} needs a newer th")
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserError(f"{path}: avatar file is damaged ({e})") from e
+        meta = json.loads(meta_raw.get("meta", "{}"))
+        if base_model_sha256 is not None and meta.get("base_model_sha256") != base_model_sha256:
+            raise UserError(
+                f"{path}: made for base model {meta.get('base_model_id')} ({str(meta.get('base_model_sha256'))[:12]}…), "
+                f"not the loaded one ({base_model_sha256[:12]}…); re-enroll or pass that --model")
+        lm = tensors.pop("avatar/landmarks").numpy()
+        src = tensors.pop("avatar/source").numpy()
+        return Avatar(tensors, lm, src, meta)
+
+
+def _safetensors_header(path: Path) -> dict:
+    """Parse the safetensors header without trusting the file: 8-byte length + JSON that fits the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise UserError(f"{path}: not an avatar (file too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n <= 0 or n > min(size - 8, 100_000_000):
+            raise UserError(f"{path}: not an avatar (not a safetensors file)")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not an avatar (not a safetensors file)") from e
+    if not isinstance(header, dict):
+        raise UserError(f"{path}: not an avatar (not a safetensors file)")
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if ends and 8 + n + max(ends) > size:
+        raise UserError(f"{path}: avatar file is truncated ({size} bytes, needs {8 + n + max(ends)})")
+    return header
