@@ -34,7 +34,7 @@ class GenerationFacts:
     driver_sha256: str | None = None
 
     @classmethod
-    def current(cls) -> "GenerationFacts":
+    def current(cls) -> GenerationFacts:
         return cls(th_version=th_version())
 
 
@@ -136,6 +136,10 @@ def read_manifest(path: Path, trust_pems: list[bytes]) -> ManifestReport:
         name = type(e).__name__
         if "ManifestNotFound" in name or "ManifestNotFound" in str(e) or "JumbfNotFound" in str(e):
             return ManifestReport("absent", None, None, [], None)
+        if "NotSupported" in name or "could not be parsed" in str(e):
+            # No manifest can be found in a container C2PA cannot read (mpg, damaged boxes): absent,
+            # with the reason kept for the report.
+            return ManifestReport("absent", None, None, [f"{name}: {e}"], None)
         return ManifestReport("Invalid", None, None, [f"{name}: {e}"], None)
     active = data.get("manifests", {}).get(data.get("active_manifest", ""), {})
     claims = _claims(active)

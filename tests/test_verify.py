@@ -1,0 +1,127 @@
+"""th verify: verdicts and exit codes for signed, tampered, stripped, real and broken files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from provenance import attacks, verify
+from provenance.manifest import GenerationFacts
+from provenance.write import write_image, write_video
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIPS = DATA / "clips"
+needs_data = pytest.mark.skipif(not CLIPS.is_dir(), reason=f"shared data not found at {DATA}")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """TH_HOME for module-scoped fixtures (conftest gives each test its own home, so tests that verify the
+    module's signed file pass its root with --trust, as a third party would)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TH_HOME", str(tmp_path_factory.mktemp("home")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def signed_mp4(home, tmp_path_factory):
+    from provenance import keys
+    from synth.video import iter_frames
+
+    dest = tmp_path_factory.mktemp("out") / "signed.mp4"
+    write_video(iter_frames(CLIPS / "EDTalk__pose_source1.mp4", max_frames=250), dest, 25, GenerationFacts.current())
+    return dest, keys.local_root()
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from thcli.app import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.argv", ["th", "verify", *argv])
+        with pytest.raises(SystemExit) as e:
+            main()
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@needs_data
+def test_signed_is_trusted_exit_0(signed_mp4, capsys):
+    path, root = signed_mp4
+    code, out, _ = _cli([str(path), "--json", "--trust", str(root)], capsys)
+    d = json.loads(out)
+    assert code == 0 and d["verdict"] == "signed" and d["c2pa"]["state"] == "Trusted", d["c2pa"]
+    assert d["watermark"]["found"] and d["watermark"]["matches_manifest"] is True
+    assert d["watermark"]["payload"] == d["c2pa"]["claims"]["watermark_payload"]
+    assert d["detector"] is None
+
+
+@needs_data
+def test_flipped_byte_is_tampered_exit_4(signed_mp4, tmp_path, capsys):
+    path, root = signed_mp4
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "flipped.mp4"
+    bad.write_bytes(bytes(data))
+    code, out, _ = _cli([str(bad), "--json"], capsys)
+    assert code == 4 and json.loads(out)["c2pa"]["state"] == "Invalid"
+
+
+@needs_data
+@pytest.mark.parametrize("attack", ["crf23"] + [
+    pytest.param(a, marks=pytest.mark.xfail(reason="watermark below target under this attack; docs/PROVENANCE.md"))
+    for a in ("crf28", "half", "crop90")])
+def test_reencoded_is_stripped_with_payload(signed_mp4, tmp_path, capsys, attack):
+    path, _ = signed_mp4
+    out_path = attacks.attack_video(path, tmp_path / f"{attack}.mp4", attack)
+    code, out, _ = _cli([str(out_path), "--json"], capsys)
+    d = json.loads(out)
+    assert d["c2pa"]["state"] == "absent"
+    signed = verify.verify_file(path)
+    assert code == 3 and d["verdict"] == "stripped" and d["watermark"]["payload"] == signed.mark.payload
+
+
+@needs_data
+def test_signed_image_and_table_output(home, tmp_path, capsys):
+    from synth.video import read_image
+
+    portrait = next(iter(sorted((DATA / "portraits").glob("*.png"))), None) if (DATA / "portraits").is_dir() else None
+    rgb = read_image(portrait)[:256, :256].copy() if portrait else np.full((256, 256, 3), 90, np.uint8)
+    dest = tmp_path / "still.png"
+    write_image(rgb, dest, GenerationFacts.current())
+    code, out, _ = _cli([str(dest)], capsys)
+    assert code == 0 and "signed" in out
+
+
+@needs_data
+def test_every_real_clip_is_no_evidence(home):
+    clips = sorted(p for p in CLIPS.iterdir() if p.suffix.lower() in (".mp4", ".mov", ".mpg"))
+    assert len(clips) >= 100
+    verdicts = {c.name: verify.verify_file(c, max_frames=8).verdict for c in clips}
+    assert {v for v in verdicts.values()} == {"no-evidence"}, {k: v for k, v in verdicts.items() if v != "no-evidence"}
+
+
+@needs_data
+def test_several_files_exit_with_the_worst(signed_mp4, tmp_path, capsys):
+    path, root = signed_mp4
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "flipped.mp4"
+    bad.write_bytes(bytes(data))
+    code, out, _ = _cli([str(path), str(bad), "--json", "--trust", str(root)], capsys)
+    assert code == 4 and [d["verdict"] for d in json.loads(out)] == ["signed", "tampered"]
+
+
+@pytest.mark.parametrize("content", [b"hello, I am text\n", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 40])
+def test_unreadable_inputs_exit_2_one_line(home, tmp_path, capsys, content):
+    p = tmp_path / "broken.mp4"
+    p.write_bytes(content)
+    code, _, err = _cli([str(p)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("th: error:")
+
+
+def test_missing_file_exit_2(home, tmp_path, capsys):
+    code, _, err = _cli([str(tmp_path / "nope.mp4")], capsys)
+    assert code == 2 and "no such file" in err
