@@ -92,6 +92,8 @@ def save_checkpoint(
         "config": config.to_json(),
         "optimizers": json.dumps(optim_meta),
     }
+    for stale in ckpt_dir.glob(".ckpt-*.part*"):  # temp files of a run killed mid-write
+        stale.unlink(missing_ok=True)
     dest = ckpt_dir / f"ckpt-{step:08d}.safetensors"
     with atomic_path(dest, force=True) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)

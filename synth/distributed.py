@@ -83,3 +83,18 @@ def barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def assert_in_sync(modules: list[torch.nn.Module], world: int, device: torch.device | None = None) -> None:
+    """Raise if the ranks' weights differ (compares per-tensor checksums with one all-reduce)."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    sums = torch.stack([t.detach().double().sum() for m in modules for t in m.state_dict().values()])
+    sums = sums.to(device) if device is not None else sums
+    hi, lo = sums.clone(), sums.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    if not torch.equal(hi, lo):
+        raise RuntimeError(f"ranks diverged: max weight-checksum gap {float((hi - lo).abs().max()):.3g}")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from synth import distributed
+from synth.atomic import atomic_write_bytes
 from synth.checkpoint import load_latest, save_checkpoint
 from synth.config import Config, LossConfig, NetConfig, replace
 from synth.discriminator import Discriminator
@@ -288,9 +289,11 @@ def meta_train(
         opt_g.load_state_dict(ckpt.optimizers["opt_g"])
         opt_d.load_state_dict(ckpt.optimizers["opt_d"])
         start = ckpt.step
+        if info.is_main and show_progress:
+            print(f"resuming from step {start} ({ckpt.path})", flush=True)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+        atomic_write_bytes(run_dir / "config.json", (cfg.to_json() + "\n").encode(), force=True)
     last_ckpt = ckpt.path if ckpt is not None else None
     if start >= steps:
         return TrainResult(start, last_ckpt, 0.0, False)
@@ -310,6 +313,7 @@ def meta_train(
             task = progress.add_task("", total=steps, completed=start)
 
     def checkpoint(step: int) -> Path | None:
+        distributed.assert_in_sync([e, g, d], info.world, device)
         if not info.is_main:
             return None
         return save_checkpoint(run_dir, step, cfg, {"E": e, "G": g, "D": d},

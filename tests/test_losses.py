@@ -1,0 +1,103 @@
+"""Losses against hand-computed values on tiny tensors (reproductions failed on hinge signs and VGG scaling)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synth import losses as L
+from synth.errors import UserError
+
+
+def test_hinge_d_hand_computed() -> None:
+    r_real = torch.tensor([2.0, 0.5])
+    r_fake = torch.tensor([-2.0, 0.5])
+    # relu(1 + fake) = [0, 1.5] -> 0.75 ; relu(1 - real) = [0, 0.5] -> 0.25
+    assert L.hinge_d(r_real, r_fake).item() == pytest.approx(1.0)
+    # a confident, correct D has zero loss; the same scores swapped are penalised
+    assert L.hinge_d(torch.tensor([1.5]), torch.tensor([-1.5])).item() == 0.0
+    assert L.hinge_d(torch.tensor([-1.5]), torch.tensor([1.5])).item() == pytest.approx(5.0)
+
+
+def test_hinge_d_gradient_signs() -> None:
+    r_real = torch.tensor([0.0], requires_grad=True)
+    r_fake = torch.tensor([0.0], requires_grad=True)
+    L.hinge_d(r_real, r_fake).backward()
+    assert r_real.grad.item() == -1.0  # descending raises real scores
+    assert r_fake.grad.item() == 1.0  # ... and lowers fake scores
+
+
+def test_adversarial_g() -> None:
+    r = torch.tensor([1.0, 3.0], requires_grad=True)
+    loss = L.adversarial_g(r)
+    assert loss.item() == -2.0
+    loss.backward()
+    assert torch.equal(r.grad, torch.tensor([-0.5, -0.5]))  # descending raises fake realism
+
+
+def test_embedding_match() -> None:
+    w = torch.tensor([[1.0, 2.0]])
+    e = torch.tensor([[0.0, 4.0]])
+    assert L.embedding_match(w, e).item() == pytest.approx(1.5)
+
+
+def test_feature_matching_sums_layers_and_detaches_real() -> None:
+    fake = [torch.ones(1, 2, 2, 2, requires_grad=True), torch.full((1, 3), 2.0, requires_grad=True)]
+    real = [torch.zeros(1, 2, 2, 2, requires_grad=True), torch.zeros(1, 3, requires_grad=True)]
+    loss = L.feature_matching(fake, real)
+    assert loss.item() == pytest.approx(3.0)
+    loss.backward()
+    assert real[0].grad is None and fake[0].grad is not None
+
+
+def test_l1() -> None:
+    assert L.l1(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])).item() == pytest.approx(1.5)
+
+
+def test_caffe_preprocess_bgr_0_255_mean() -> None:
+    x = torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1)  # RGB = (255, 0, 127.5)
+    out = L.caffe_preprocess(x, L.VGG19_MEAN_BGR).flatten().tolist()
+    expected = [127.5 - 103.939, 0.0 - 116.779, 255.0 - 123.68]  # B, G, R minus the BGR means
+    assert out == pytest.approx(expected, abs=1e-4)
+
+
+def test_ssim_identical_and_constant_images() -> None:
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert L.ssim(x, x).tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    a = torch.full((1, 1, 8, 8), 0.5)
+    b = torch.full((1, 1, 8, 8), -0.5)
+    c1 = (0.01 * 2) ** 2
+    # zero variance: SSIM = (2·μx·μy + C1) / (μx² + μy² + C1)
+    assert L.ssim(a, b).item() == pytest.approx((2 * 0.5 * -0.5 + c1) / (0.25 + 0.25 + c1), abs=1e-6)
+    assert L.multiscale_ssim_loss(x, x).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_content_loss_weights() -> None:
+    fake = torch.zeros(1, 3, 16, 16)
+    real = torch.full((1, 3, 16, 16), 0.5)
+    total, terms = L.content_loss(fake, real, w_l1=10.0, w_msssim=0.0, ms_scales=3)
+    assert set(terms) == {"l1"}
+    assert total.item() == pytest.approx(5.0)
+    total, terms = L.content_loss(fake, real, w_l1=1.0, w_msssim=2.0, ms_scales=2)
+    assert total.item() == pytest.approx(terms["l1"].item() + 2 * terms["msssim"].item())
+
+
+def test_vgg_loader_natural_order_and_errors(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    net = L.CaffeVGG(L._VGG16_CFG, L._TAPS16, L.VGGFACE_MEAN_BGR)
+    convs = [m for m in net.layers if isinstance(m, torch.nn.Conv2d)]
+    # torchvision-style names: lexical order would put features.10 before features.2
+    idx = [i for i, v in enumerate(L._VGG16_CFG)]
+    sd = {}
+    for n, conv in zip(idx[: len(convs)], convs):
+        sd[f"features.{n}.weight"] = torch.full_like(conv.weight, float(n))
+        sd[f"features.{n}.bias"] = torch.full_like(conv.bias, float(n))
+    path = tmp_path / "vggface.safetensors"
+    save_file(sd, str(path))
+    net.load_weights(path)
+    assert [c.bias[0].item() for c in convs] == [float(n) for n in idx[: len(convs)]]
+    with pytest.raises(UserError):
+        net.load_weights(tmp_path / "missing.safetensors")
+    feats = net(torch.zeros(1, 3, 32, 32))
+    assert len(feats) == 5

@@ -1,0 +1,106 @@
+"""Every network on tiny configs: shapes, finite outputs, every parameter gets a gradient; preset sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synth.blocks import SelfAttention
+from synth.config import Config, preset, replace
+from synth.metatrain import build_nets
+
+TINY_VARIANTS = {
+    "tiny": preset("tiny"),
+    "tiny-no-attention": replace(preset("tiny"), net={"attn_res": 0}),
+    "tiny-3-levels": replace(preset("tiny"), net={"g_widths": (8, 8, 16), "e_widths": (8, 8, 8), "attn_res": 8}),
+}
+
+
+def _nets(cfg: Config):
+    cfg = replace(cfg, net={"num_videos": 3})
+    e, g, d = build_nets(cfg.net, seed=0)
+    for m in (e, g, d):
+        for sub in m.modules():
+            if isinstance(sub, SelfAttention):
+                sub.gamma.data.fill_(0.5)  # gamma starts at 0, which would zero the q/k/v gradients
+    return cfg, e, g, d
+
+
+def _assert_all_grads(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:
+    missing = [n for n, p in module.named_parameters()
+               if n not in skip and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", list(TINY_VARIANTS))
+def test_embedder(name: str) -> None:
+    cfg, e, _, _ = _nets(TINY_VARIANTS[name])
+    s, n = cfg.net.image_size, cfg.net.emb_dim
+    x = torch.rand(2, 3, 3, s, s) * 2 - 1
+    y = torch.rand(2, 3, 3, s, s) * 2 - 1
+    out = e(x, y)
+    assert out.shape == (2, n) and torch.isfinite(out).all() and (out >= 0).all()
+    out.sum().backward()
+    _assert_all_grads(e)
+
+
+@pytest.mark.parametrize("name", list(TINY_VARIANTS))
+def test_generator(name: str) -> None:
+    cfg, _, g, _ = _nets(TINY_VARIANTS[name])
+    s, n = cfg.net.image_size, cfg.net.emb_dim
+    e_hat = torch.rand(2, n)
+    psi = g.project(e_hat)
+    assert psi.shape == (2, g.n_adain)
+    out = g(torch.rand(2, 3, s, s) * 2 - 1, psi)
+    assert out.shape == (2, 3, s, s) and torch.isfinite(out).all() and out.abs().max() <= 1
+    (out * torch.randn_like(out)).sum().backward()
+    _assert_all_grads(g)
+
+
+@pytest.mark.parametrize("name", list(TINY_VARIANTS))
+def test_discriminator(name: str) -> None:
+    cfg, _, _, d = _nets(TINY_VARIANTS[name])
+    s = cfg.net.image_size
+    video = torch.tensor([0, 2])
+    r, feats = d(torch.rand(2, 3, s, s), torch.rand(2, 3, s, s), d.column(video))
+    assert r.shape == (2,) and torch.isfinite(r).all()
+    assert all(f.shape[0] == 2 for f in feats)
+    (r.sum() + sum(f.mean() for f in feats)).backward()
+    _assert_all_grads(d, skip=("W",))
+    assert d.W.grad[1].abs().sum() == 0 and d.W.grad[0].abs().sum() > 0  # only sampled videos' columns
+
+
+def test_nets_are_deterministic_from_seed() -> None:
+    cfg = preset("tiny")
+    a, b = build_nets(cfg.net, seed=3), build_nets(cfg.net, seed=3)
+    for ma, mb in zip(a, b):
+        for (ka, va), (_, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+            assert torch.equal(va, vb), ka
+
+
+def test_cpu_preset_fits_the_bundle_budget() -> None:
+    cfg = replace(preset("cpu"), net={"num_videos": 110})
+    e, g, d = build_nets(cfg.net)
+    n_params = sum(p.numel() for m in (e, g, d) for p in m.parameters())
+    assert n_params * 4 / 1e6 <= 30.0  # ≤ 30 MB of fp32 weights, D's W for 110 videos included
+    s = cfg.net.image_size
+    with torch.no_grad():
+        out = g(torch.zeros(1, 3, s, s), g.project(torch.rand(1, cfg.net.emb_dim)))
+    assert out.shape == (1, 3, 128, 128)
+
+
+def test_paper_preset_layout() -> None:
+    cfg = preset("paper")
+    assert cfg.net.image_size == 256 and cfg.train.k_shot == 8 and cfg.train.batch == 48
+    assert cfg.loss.content == "vgg" and cfg.train.lr_g == 5e-5 and cfg.train.lr_d == 2e-4
+
+
+def test_config_round_trip_and_typos() -> None:
+    from synth.errors import UserError
+
+    cfg = preset("cpu")
+    assert Config.from_json(cfg.to_json()) == cfg
+    bad = cfg.to_dict()
+    bad["net"]["g_widht"] = 3
+    with pytest.raises(UserError):
+        Config.from_dict(bad)
