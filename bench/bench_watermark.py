@@ -41,8 +41,8 @@ def speed(frames: list[np.ndarray]) -> None:
         m = wm.embed(f, bits)
         acc = wm.Accumulator()
         acc.add(m)
-        vote = _ms(lambda: wm._chips(wm._fold_spectrum(wm._normalised_cb(m), 1.0), (0, 0)))
-        print(f"| {size} | {_ms(lambda: wm.embed(f, bits)):.2f} | {vote:.2f} | {_ms(lambda: wm._search(acc), 3, 1):.1f} |")
+        vote = _ms(lambda m=m: wm._chips(wm._fold_spectrum(wm._normalised_cb(m), 1.0), (0, 0)))
+        print(f"| {size} | {_ms(lambda f=f: wm.embed(f, bits)):.2f} | {vote:.2f} | {_ms(lambda acc=acc: wm._search(acc), 3, 1):.1f} |")
 
 
 def robustness(frames: list[np.ndarray], tmp: Path) -> None:
