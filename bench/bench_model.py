@@ -1,0 +1,90 @@
+"""Model benchmark: size, meta-training images/s and generator inference fps for each preset on this CPU.
+
+    .venv/bin/python bench/bench_model.py [--presets tiny cpu paper] [--threads 2] [--repeats 5]
+
+Train images/s = target frames per second of full meta-learning steps (E on K frames, G and D phases)
+at batch 1 (batches > 1 do not help per frame on CPU); inference fps = one generator forward per
+frame with spectral norm folded (what `th animate` runs). Medians of several runs. The paper preset
+is timed with the VGG-free content loss (its VGG terms need local weight files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
+    import torch
+
+    from synth.config import preset, replace
+    from synth.metatrain import build_nets, build_optimizers, meta_step
+    from synth.model import fold_spectral_norm
+
+    cfg = replace(preset(name), net={"num_videos": num_videos}, train={"batch": 1},
+                  loss={"content": "l1_msssim", "w_l1": 10.0, "w_msssim": 5.0})
+    e, g, d = build_nets(cfg.net)
+    n_all = sum(p.numel() for m in (e, g, d) for p in m.parameters())
+    n_export = n_all - d.W.numel()
+    opt_g, opt_d = build_optimizers(e, g, d, cfg)
+    s, k = cfg.net.image_size, cfg.train.k_shot
+    frames = torch.rand(1, k + 1, 3, s, s) * 2 - 1
+    landmarks = torch.rand(1, k + 1, 3, s, s) * 2 - 1
+    video = torch.zeros(1, dtype=torch.long)
+    train_reps = max(2, repeats // 2) if name == "paper" else repeats
+    step = _median_time(lambda: meta_step(e, g, d, opt_g, opt_d, frames, landmarks, video, cfg.loss), train_reps)
+    fast = fold_spectral_norm(g)
+    y = torch.rand(1, 3, s, s) * 2 - 1
+    with torch.no_grad():
+        psi = g.project(torch.rand(1, cfg.net.emb_dim))
+        fwd = _median_time(lambda: fast(y, psi), max(repeats, 5), warmup=2)
+    return {
+        "preset": name,
+        "res": s,
+        "g_widths": "-".join(map(str, cfg.net.g_widths)),
+        "ed_widths": "-".join(map(str, cfg.net.e_widths)) + f"->{cfg.net.emb_dim}",
+        "K": k,
+        "params_M": n_all / 1e6,
+        "MB_ckpt_w": n_all * 4 / 1e6,
+        "MB_export": n_export * 4 / 1e6,
+        "train_img_s": 1.0 / step,
+        "gen_fps": 1.0 / fwd,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "cpu", "paper"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    from synth.device import set_threads
+
+    n = set_threads(args.threads)
+    rows = [bench_preset(p, args.repeats) for p in args.presets]
+    head = ("preset", "res", "G widths", "E/D widths", "K", "params M", "weights MB (E,G,D+W)", "export MB",
+            "train img/s", "G fps")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print(f"| {r['preset']} | {r['res']} | {r['g_widths']} | {r['ed_widths']} | {r['K']} | {r['params_M']:.2f} | "
+              f"{r['MB_ckpt_w']:.1f} | {r['MB_export']:.1f} | {r['train_img_s']:.2f} | {r['gen_fps']:.1f} |")
+    print(f"\n{n} torch threads, fp32, batch 1; medians of {args.repeats} runs. The machine may be shared with "
+          "other jobs: compare numbers taken at the same time only.")
+
+
+if __name__ == "__main__":
+    main()
