@@ -126,6 +126,38 @@ class FaceDetector:
         faces.sort(key=lambda f: -f.size)
         return faces
 
+    def detect_near(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> Face | None:
+        """Re-detect the face in a region around ``box`` (for tracking): the region is cut with a margin
+        and scaled so the face is ~100 px, where HOG is reliable; a few ms per call."""
+        import cv2
+
+        if self._fan is not None:
+            faces = self._detect_fan(rgb)
+            return faces[0] if faces else None
+        h, w = rgb.shape[:2]
+        side = max(box[2] - box[0], box[3] - box[1])
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = side * 0.9
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        roi = rgb[y0:y1, x0:x1]
+        k = 110.0 / max(side, 1.0)
+        small = cv2.resize(roi, (max(1, round(roi.shape[1] * k)), max(1, round(roi.shape[0] * k))),
+                           interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        if self.backend == "hog":
+            rects, scores, _ = _hog().run(small, 0, -0.3)
+            found = [((r.left(), r.top(), r.right(), r.bottom()), float(sc)) for r, sc in zip(rects, scores)]
+        else:
+            found = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
+                     for d in _mmod()(small, 0)]
+        if not found:
+            return None
+        (bx0, by0, bx1, by1), score = max(found, key=lambda f: f[1])
+        full = (x0 + bx0 / k, y0 + by0 / k, x0 + bx1 / k, y0 + by1 / k)
+        return Face(box=full, landmarks=fit_landmarks(rgb, full), confidence=_squash(score, self.backend))
+
     def _detect_fan(self, rgb: np.ndarray) -> list[Face]:
         preds = self._fan.get_landmarks_from_image(rgb)  # type: ignore[union-attr]
         faces = []

@@ -134,8 +134,8 @@ def read_frames_at(path: Path | str, indices: list[int]) -> dict[int, np.ndarray
 class VideoWriter:
     """Stream RGB frames into an H.264 (yuv420p) mp4 through an ffmpeg subprocess.
 
-    ``audio_from``: a media file whose first audio track is muxed in (copied when it is AAC, else
-    re-encoded to AAC), cut to the video's length. Use as a context manager; on an exception the
+    ``audio_from``: a media file whose first audio track is muxed in (AAC), cut or padded with
+    silence to the video's length. Use as a context manager; on an exception the
     partial file is removed.
     """
 
@@ -167,10 +167,10 @@ class VideoWriter:
         ]
         has_audio = self.audio_from is not None and probe_has_audio(self.audio_from)
         if has_audio:
-            argv += ["-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0"]
-            codec = audio_codec(self.audio_from)
-            argv += ["-c:a", "copy"] if codec == "aac" else ["-c:a", "aac", "-b:a", "128k"]
-            argv += ["-shortest"]
+            # Pad the audio with silence and stop at the video's end: the output always has exactly
+            # the frames written, whatever the audio's length.
+            argv += ["-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0",
+                     "-af", "apad", "-c:a", "aac", "-b:a", "128k", "-shortest"]
         argv += [
             "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
             "-movflags", "+faststart", "-f", "mp4", str(self.path),

@@ -62,3 +62,16 @@ def prepared3(tmp_path_factory) -> Path:
     r = run_th("prepare", src, out, "--frames", "16", "--size", "128", "--manifest", SHARED / "MANIFEST.tsv")
     assert r.returncode == 0, r.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, prepared3) -> Path:
+    """A tiny model really meta-trained for a few steps on three real clips, exported for inference."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    r = run_th("meta-train", prepared3, run, "--preset", "tiny", "--steps", "4", "--quiet", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    from synth.model import export_model
+
+    out = run.parent / "tiny.safetensors"
+    export_model(run, out)
+    return out
