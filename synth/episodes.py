@@ -53,7 +53,7 @@ def _read_npy(path: Path, span: tuple[int, int]) -> np.ndarray:
 class PreparedData:
     """The clips of a ``th prepare`` folder at the model's resolution, decoded lazily and cached."""
 
-    def __init__(self, root: Path | str, image_size: int) -> None:
+    def __init__(self, root: Path | str, image_size: int, max_cached_clips: int = 2000) -> None:
         root = Path(root)
         index_path = root / "index.json"
         if not index_path.is_file():
@@ -84,13 +84,21 @@ class PreparedData:
             raise UserError(f"{index_path} lists no clips")
         self.clips = sorted(clips, key=lambda c: c.key)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.max_cached_clips = max_cached_clips
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def clip(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Clip i as (frames float32 (N,3,S,S), landmark images float32 (N,3,S,S)), both in [-1, 1]."""
-        if i not in self._cache:
+        frames, images = self.clip_uint8(i)
+        return _to_float(frames), _to_float(images)
+
+    def clip_uint8(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Clip i as uint8 (N,3,S,S) frames and landmark images (cached; least recently used evicted)."""
+        if i in self._cache:
+            self._cache[i] = self._cache.pop(i)  # mark as most recently used
+        else:
             import cv2
 
             from synth.landmark_image import draw_landmarks
@@ -103,9 +111,16 @@ class PreparedData:
                 frames = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in frames])
             scale = s / float(s0)
             images = np.stack([draw_landmarks(lm * scale, s) for lm in lms])
-            to_float = lambda a: (a.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)  # noqa: E731
-            self._cache[i] = (to_float(frames), to_float(images))
+            self._cache[i] = (np.ascontiguousarray(frames.transpose(0, 3, 1, 2)),
+                              np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+            while len(self._cache) > self.max_cached_clips:
+                self._cache.pop(next(iter(self._cache)))
         return self._cache[i]
+
+
+def _to_float(a: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] → float32 [-1, 1]."""
+    return a.astype(np.float32) / 127.5 - 1.0
 
 
 def episode_slots(n_videos: int, seed: int, step: int, batch: int) -> np.ndarray:
@@ -128,12 +143,12 @@ def sample_episodes(
     per = batch // world
     fr, lm, vid = [], [], []
     for j in range(rank * per, (rank + 1) * per):
-        frames, images = data.clip(int(videos[j]))
+        frames, images = data.clip_uint8(int(videos[j]))
         n = frames.shape[0]
         rng = np.random.default_rng([seed, step, j])
         pick = rng.choice(n, size=k_shot + 1, replace=n < k_shot + 1)
-        fr.append(frames[pick])
-        lm.append(images[pick])
+        fr.append(_to_float(frames[pick]))
+        lm.append(_to_float(images[pick]))
         vid.append(videos[j])
     return EpisodeBatch(np.stack(fr), np.stack(lm), np.asarray(vid, dtype=np.int64))
 

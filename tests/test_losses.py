@@ -9,6 +9,15 @@ from synth import losses as L
 from synth.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny nets gain nothing from 2 threads, and spinning OpenMP threads crawl on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_hinge_d_hand_computed() -> None:
     r_real = torch.tensor([2.0, 0.5])
     r_fake = torch.tensor([-2.0, 0.5])

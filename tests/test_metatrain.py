@@ -22,6 +22,15 @@ from synth.metatrain import build_nets, build_optimizers, discriminator_step, ge
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny nets gain nothing from 2 threads, and spinning OpenMP threads crawl on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def prep(tmp_path_factory) -> Path:
     """A synthetic prepared folder in the exact `th prepare` format (4 clips × 6 frames, 64 px)."""
@@ -29,7 +38,6 @@ def prep(tmp_path_factory) -> Path:
 
 
 def _train(prep: Path, run: Path, steps: int, **train) -> None:
-    torch.set_num_threads(2)
     meta_train(prep, run, replace(preset("tiny"), train=train), steps, CPU, show_progress=False)
 
 
