@@ -11,8 +11,12 @@ is timed with the VGG-free content loss (its VGG terms need local weight files).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+
+# Before torch loads OpenMP: spinning threads make timings meaningless on a shared CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> float:

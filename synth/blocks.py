@@ -85,7 +85,7 @@ class ResAdaIN(nn.Module):
 
 
 class ResUpAdaIN(nn.Module):
-    """Residual up-block with AdaIN: AdaIN→ReLU→up×2→conv3→AdaIN→ReLU→conv3, skip up×2→conv1."""
+    """Residual up-block with AdaIN: AdaIN→ReLU→up×2→conv3→AdaIN→ReLU→conv3, skip conv1→up×2."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -101,7 +101,8 @@ class ResUpAdaIN(nn.Module):
         p1, p2 = psi.split([self.n1.n_params, self.n2.n_params], dim=1)
         h = F.interpolate(F.relu(self.n1(x, p1)), scale_factor=2.0, mode="nearest")
         h = self.conv2(F.relu(self.n2(self.conv1(h), p2)))
-        s = self.skip(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        # a 1×1 conv commutes with nearest upsampling: convolve first (exactly equal, ~3× cheaper)
+        s = F.interpolate(self.skip(x), scale_factor=2.0, mode="nearest")
         return h + s
 
 

@@ -114,3 +114,22 @@ def test_config_round_trip_and_typos() -> None:
     bad["net"]["g_widht"] = 3
     with pytest.raises(UserError):
         Config.from_dict(bad)
+
+
+def test_golden_tiny_outputs() -> None:
+    """Seed-0 tiny nets on a fixed input: catches silent architecture or initialisation changes."""
+    cfg = replace(preset("tiny"), net={"num_videos": 2})
+    e, g, d = build_nets(cfg.net, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 2, 3, 32, 32, generator=gen) * 2 - 1
+    y = torch.rand(1, 2, 3, 32, 32, generator=gen) * 2 - 1
+    for m in (e, g, d):
+        m.eval()
+    with torch.no_grad():
+        e_hat = e(x, y)
+        out = g(y[:, 0], g.project(e_hat))
+        r, _ = d(x[:, 0], y[:, 0], d.column(torch.tensor([1])))
+    assert e_hat.sum().item() == pytest.approx(1.8986294, abs=1e-4)
+    assert out.sum().item() == pytest.approx(-333.91638, abs=1e-2)
+    assert out[0, 0, 0, :4].tolist() == pytest.approx([-0.1031603, 0.0710565, -0.1353262, 0.0052225], abs=1e-5)
+    assert r.item() == pytest.approx(-0.0421921, abs=1e-5)
