@@ -50,3 +50,21 @@ def resolve_model(path: Path | None) -> Path:
     if not Path(path).exists():
         raise UserError(f"{path}: no such model file")
     return Path(path)
+
+
+def model_card_path(path: Path) -> Path:
+    """The model card beside a model file: ``NAME.card.json`` for ``NAME.safetensors``."""
+    p = Path(path)
+    return p.with_name(p.name.replace(".safetensors", "") + ".card.json")
+
+
+def train_identities(path: Path) -> list[str] | None:
+    """Identities a model was trained on, from its card's ``train_identities``; None if no card says."""
+    card = model_card_path(path)
+    if not card.exists():
+        return None
+    try:
+        listed = json.loads(card.read_text()).get("train_identities")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise UserError(f"{card}: unreadable model card ({e})") from e
+    return None if listed is None else [str(x) for x in listed]

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from thcli import animate, enroll, faces, keys, meta_train, prepare, verify
+from thcli import animate, detect, enroll, eval, faces, keys, meta_train, prepare, verify
 
 app = typer.Typer(
     name="th",
@@ -29,6 +29,8 @@ app.add_typer(keys.app, name="keys")
 app.command("verify")(verify.verify)
 app.command("enroll")(enroll.enroll)
 app.command("animate")(animate.animate)
+app.add_typer(detect.app, name="detect")
+app.command("eval")(eval.eval_cmd)
 
 
 def main() -> None:
