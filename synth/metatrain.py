@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,6 +268,9 @@ def meta_train(
     rank takes its slice of each global batch and gradients are averaged (synth.distributed).
     """
     info = distributed.init(device.type)
+    if device.type == "cuda" and info.world > 1:  # one GPU per local rank
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
     run_dir = Path(run_dir)
     data = PreparedData(data_root, cfg.net.image_size)
     cfg = resolve_config(cfg, data)
@@ -283,6 +287,9 @@ def meta_train(
     opt_g, opt_d = build_optimizers(e, g, d, cfg)
     start = 0
     ckpt = load_latest(run_dir)
+    if ckpt is not None and ckpt.config.net != cfg.net:
+        raise UserError(f"{run_dir}'s checkpoints have a different architecture ({ckpt.config.preset} preset "
+                        "or data with another number of videos); they cannot be resumed: use a new RUN folder")
     if ckpt is not None:
         for name, m in (("E", e), ("G", g), ("D", d)):
             m.load_state_dict(ckpt.modules[name])
@@ -324,10 +331,16 @@ def meta_train(
     ips = 0.0
     by_budget = False
     step = start
+    # Episodes for the next step are decoded in a background thread while this step computes.
+    sample = lambda s: sample_episodes(data, t.k_shot, t.seed, s, t.batch, info.rank, info.world)  # noqa: E731
+    pool = ThreadPoolExecutor(max_workers=1)
+    upcoming = pool.submit(sample, step)
     try:
         while step < steps:
             torch.manual_seed(step_seed(t.seed, info.rank, step))
-            batch = sample_episodes(data, t.k_shot, t.seed, step, t.batch, info.rank, info.world)
+            batch = upcoming.result()
+            if step + 1 < steps:
+                upcoming = pool.submit(sample, step + 1)
             frames, landmarks, video = to_tensors(batch, device)
             losses, fake = meta_step(e, g, d, opt_g, opt_d, frames, landmarks, video, cfg.loss,
                                      perceptual, info.world)
@@ -358,6 +371,7 @@ def meta_train(
             if by_budget:
                 break
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if progress is not None:
             progress.stop()
         if writer is not None:
