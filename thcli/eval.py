@@ -51,14 +51,10 @@ def eval_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from provenance.manifest import GenerationFacts
-    from provenance.write import write_image
     from synth import evaluate as ev
     from synth.atomic import atomic_path, atomic_write_bytes, check_writable
     from synth.bundled import model_identity, resolve_model
-    from synth.device import resolve_device, set_threads
     from synth.errors import UserError
-    from synth.model import TalkingHeadModel
 
     console = Console(stderr=True)
     try:
@@ -77,6 +73,11 @@ def eval_cmd(
     warning = ev.check_identities(jobs, model_path, allow_train_identities)
     if warning:
         print(f"th: warning: {warning}", file=sys.stderr)
+    from provenance.manifest import GenerationFacts  # heavy imports after the cheap checks
+    from provenance.write import write_image
+    from synth.device import resolve_device, set_threads
+    from synth.model import TalkingHeadModel
+
     set_threads(threads)
     net = TalkingHeadModel.load(model_path, resolve_device(device))
     cfg = ev.EvalConfig(shots=ks, steps=steps, frames=frames, seed=seed, cross=cross)
