@@ -195,6 +195,7 @@ class TrainResult:
     checkpoint: Path | None
     images_per_s: float
     stopped_by_budget: bool
+    interrupted: bool = False
 
 
 def resolve_config(cfg: Config, data: PreparedData) -> Config:
@@ -248,6 +249,31 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
         if not ok:
             raise UserError(f"could not encode {path}", exit_code=1)
         tmp.write_bytes(buf.tobytes())
+
+
+def _install_stop_handlers(flag: dict[str, bool]) -> dict[int, object]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: object) -> None:
+        if flag["flag"]:  # second signal: stop now
+            raise KeyboardInterrupt
+        flag["flag"] = True
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, handler)
+    return old
+
+
+def _restore_handlers(old: dict[int, object]) -> None:
+    import signal
+
+    for sig, h in old.items():
+        signal.signal(sig, h)
 
 
 def meta_train(
@@ -330,7 +356,11 @@ def meta_train(
     window_t, window_n = time.monotonic(), 0
     ips = 0.0
     by_budget = False
+    # SIGINT/SIGTERM finish the current step, checkpoint and stop (no step is ever half-applied).
+    signalled = {"flag": False}
+    old_handlers = _install_stop_handlers(signalled)
     step = start
+    interrupted = False
     # Episodes for the next step are decoded in a background thread while this step computes.
     sample = lambda s: sample_episodes(data, t.k_shot, t.seed, s, t.batch, info.rank, info.world)  # noqa: E731
     pool = ThreadPoolExecutor(max_workers=1)
@@ -365,16 +395,17 @@ def meta_train(
                 _write_png(run_dir / "samples" / f"step-{step:08d}.png",
                            sample_grid(landmarks[:, k], frames[:, k], fake))
             over = time_budget_s is not None and time.monotonic() - t0 >= time_budget_s
-            by_budget = distributed.any_flag(over, info.world, device)
-            if step % t.ckpt_every == 0 or step == steps or by_budget:
+            by_budget, interrupted = (distributed.any_flag(f, info.world, device) for f in (over, signalled["flag"]))
+            if step % t.ckpt_every == 0 or step == steps or by_budget or interrupted:
                 last_ckpt = checkpoint(step) or last_ckpt
-            if by_budget:
+            if by_budget or interrupted:
                 break
     finally:
+        _restore_handlers(old_handlers)
         pool.shutdown(wait=True, cancel_futures=True)
         if progress is not None:
             progress.stop()
         if writer is not None:
             writer.close()
     distributed.barrier(info.world)
-    return TrainResult(step, last_ckpt, ips, by_budget)
+    return TrainResult(step, last_ckpt, ips, by_budget and not interrupted, interrupted)

@@ -178,3 +178,17 @@ def test_meta_train_on_real_prepared_clips(prepared3: Path, tmp_path: Path) -> N
     _train(prepared3, tmp_path / "run", 2)
     ckpt = load_latest(tmp_path / "run")
     assert ckpt.step == 2 and ckpt.config.net.num_videos == 3
+
+
+def test_sigterm_checkpoints_and_stops(prep: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    p = _th("meta-train", prep, run, "--preset", "tiny", "--steps", "400", "--threads", "1", "--quiet")
+    deadline = time.monotonic() + 90
+    while not list_checkpoints(run) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "(interrupted)" in out
+    step = load_latest(run).step
+    assert 0 < step < 400 and f"step {step}/400" in out

@@ -89,7 +89,7 @@ def meta_train(
     from synth import distributed
 
     if distributed.init(dev.type).is_main:
-        why = " (time budget reached)" if result.stopped_by_budget else ""
+        why = " (time budget reached)" if result.stopped_by_budget else " (interrupted)" if result.interrupted else ""
         typer.echo(f"step {result.step}/{total}{why}; checkpoint {result.checkpoint}; "
                    f"{result.images_per_s:.2f} images/s")
     distributed.shutdown()
