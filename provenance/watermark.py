@@ -2,19 +2,21 @@
 
 Design (details and measurements in docs/PROVENANCE.md):
 
-* The mark lives in the blue-difference chroma plane Cb (BT.601), where faces carry little texture,
-  so the detector sees mostly the mark, and where the eye is least sensitive.
-* It is a tile of ``TILE``×``TILE`` pixels (at the reference scale: short side = ``REF`` pixels)
-  repeated over the frame. The tile is built in the Fourier domain from ``N_SYNC`` keyed *sync* bins
-  and ``N_DATA`` keyed *data* bins on a ring of mid frequencies (periods of ~11-32 reference pixels:
-  they survive H.264 at CRF 28 and a ½ resize, and cost little PSNR).
-* A crop only shifts the tile (cyclically); a resize only changes its scale. The detector folds the
-  frame onto one tile (sum modulo ``TILE``), finds the shift by phase-only correlation with the sync
-  bins (one FFT), and tries a small grid of scales. The same geometry holds for every frame of a
-  video, so frames are accumulated before the search: a 10 s clip gives ~250× the evidence.
-* Message = 32-bit payload + CRC-8 (40 bits), spread with keyed repetition over the data chips.
-  ``found`` needs a sync z-score above ``Z_THRESHOLD`` *and* a valid CRC: the false-match bound is
-  written down in docs/PROVENANCE.md.
+* Two carriers in the two chroma planes (BT.601, no offset), where a face carries little texture and the
+  eye is least sensitive; the luma plane is untouched (brightness edits act on it).
+* **Sync (Cr)**: a ``TILE``×``TILE`` tile (at the reference scale: short side = ``REF`` px) repeated over
+  the frame, built in the Fourier domain on a keyed ring of low frequencies (all ring bins carry keyed
+  phases). The frame's own Cr content in those bins is cancelled at embedding (host rejection, capped).
+  The detector sums the Cr residuals of all frames, folds them modulo the tile, and finds the cyclic shift
+  by phase-only correlation (one FFT) over a small grid of scales: a crop is a shift, a resize a scale.
+* **Data (Cb)**: dither-modulation QIM of 16×16 px block means (reference px) on a ``PERIOD``×``PERIOD``
+  grid = 256 features. Each block mean is moved to the lattice ``STEP·Z + dither + bit·STEP/2``; block means
+  of a smooth chroma plane survive H.264 chroma quantisation, resizing and brightness changes. The
+  detector reads the means of the blocks' inner parts (a margin tolerates sub-pixel misregistration) at the
+  geometry given by the sync and sums soft QIM decisions ``cos(2π(mean − dither)/STEP)`` over all frames.
+* Message = 32-bit payload + CRC-24 (56 bits), convolutional code K=7 rate 1/4 (248 bits, soft Viterbi),
+  keyed scrambling and interleaving over the 256 blocks. ``found`` needs the CRC to pass on one of at most
+  ``N_CANDIDATES`` geometries and the sync z-score ≥ ``Z_THRESHOLD``: false-match bound in PROVENANCE.md.
 """
 
 from __future__ import annotations
@@ -25,22 +27,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-REF = 256  # reference short side: frames are compared at this scale
-TILE = 128  # tile period in reference pixels
-R_LO, R_HI = 2.5, 8.0  # frequency ring of the tile, in tile bins (periods TILE/R_HI..TILE/R_LO px)
+from provenance import ecc
+
+REF = 256  # reference short side: geometry is expressed at this scale
+KEY = 0x7468_776D_0002  # "thwm" v2: public, so every copy of th can verify
 PAYLOAD_BITS = 32
-CRC_BITS = 8
+CRC_BITS = 24
 MESSAGE_BITS = PAYLOAD_BITS + CRC_BITS
-STRENGTH = 1.8  # RMS of the mark in Cb levels (plus host rejection): ~40 dB PSNR in RGB
-Z_THRESHOLD = 6.5  # sync z-score needed (together with a valid CRC) to call the mark found
-HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of Cb before folding
-HOST_REJECTION = 1.0  # share of the host's own in-band content cancelled at embedding
-KEY = 0x7468_776D_0001  # "thwm" v1: public, so every copy of th can verify
-# Candidate rescales of the normalised frame that bring the tile back to TILE px:
-# 1.0 = untouched or uniformly resized; < 1 = cropped by up to ~28 % per side.
+
+# --- sync (Cr) ---
+TILE = 128  # sync tile period in reference px
+R_LO, R_HI = 2.5, 8.0  # sync ring, in tile bins (periods 18-64 reference px)
+SYNC_STRENGTH = 1.1  # RMS of the sync tile in Cr levels
+HOST_CAP = 0.6  # max RMS (Cr levels) of the host-cancelling tile
+HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of Cr before folding
+Z_THRESHOLD = 3.0  # sync z-score needed (with a valid CRC-24); the false-match bound does not rely on it
 SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.72), np.log(1.06), 0.016)), 4))
-_CB = np.array([-0.168736, -0.331264, 0.5], dtype=np.float32)  # RGB -> Cb (no offset)
+
+# --- data (Cb) ---
+BLOCK = 16  # block side, reference px
+GRID = 16  # blocks per side of the data period
+PERIOD = BLOCK * GRID  # 256 reference px
+N_FEATURES = GRID * GRID
+STEP = 9.0  # QIM step in Cr levels (distortion RMS STEP/sqrt(12) ≈ 2.6 before the PSNR guard)
+MARGIN = 3  # reference px ignored at each block edge by the detector
+PSNR_FLOOR = 40.6  # per-frame guard: the mark is scaled down on the rare frame that would cost more
+
+_CBCR = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32)
 _CB_TO_RGB = np.array([0.0, -0.344136, 1.772], dtype=np.float32)  # dCb -> dRGB (dY = dCr = 0)
+_CR_TO_RGB = np.array([1.402, -0.714136, 0.0], dtype=np.float32)  # dCr -> dRGB (dY = dCb = 0)
+_TO_RGB = (_CB_TO_RGB, _CR_TO_RGB)
+SYNC_CH, DATA_CH = 0, 1  # sync in Cb, data in Cr
 
 
 @dataclass(frozen=True)
@@ -49,51 +66,40 @@ class WatermarkResult:
 
     found: bool
     payload: str | None  # hex, PAYLOAD_BITS/4 digits, when found
-    bit_accuracy: float  # share of data chips agreeing with the decoded message (0.5 = chance)
-    sync_z: float  # z-score of the best sync peak (≈ N(0,1) on unmarked content)
+    bit_accuracy: float  # share of coded bits whose summed soft decision agrees with the decoded code word
+    sync_z: float  # z-score of the best sync peak (≈ N(0,1) per test on unmarked content)
     crc_ok: bool
     scale: float  # rescale at which the tile was found (1.0 = no crop)
-    shift: tuple[int, int]  # tile offset (dy, dx) in reference pixels
+    shift: tuple[int, int]  # data-grid offset (dy, dx) in reference pixels
     frames: int  # frames accumulated
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """The keyed frequency layout of the tile: which rfft bins carry sync and data, and their phases."""
-
     sync_idx: tuple[np.ndarray, np.ndarray]
-    data_idx: tuple[np.ndarray, np.ndarray]
-    sync_ref: np.ndarray  # complex unit phasors (N_SYNC,)
-    data_ref: np.ndarray  # complex unit phasors (N_DATA,)
-    chip_bit: np.ndarray  # (2*N_DATA,) message bit index carried by each data chip
-    chip_sign: np.ndarray  # (2*N_DATA,) keyed ±1 scrambling per chip
+    sync_ref: np.ndarray  # complex unit phasors
+    dither: np.ndarray  # (N_FEATURES,) in [0, STEP)
+    scramble: np.ndarray  # (N_FEATURES,) 0/1 keyed
+    slot: np.ndarray  # (N_FEATURES,) coded-bit index carried by each block (interleaver)
 
 
 @functools.lru_cache(maxsize=1)
 def layout() -> _Layout:
-    """Build the keyed layout once: ring bins of the rfft grid, split half sync / half data."""
     rng = np.random.default_rng(KEY)
-    u = np.fft.fftfreq(TILE, 1.0 / TILE)[:, None]  # row frequency, bins
-    v = np.arange(TILE // 2 + 1)[None, :]  # column frequency (rfft half plane)
+    u = np.fft.fftfreq(TILE, 1.0 / TILE)[:, None]
+    v = np.arange(TILE // 2 + 1)[None, :]
     r = np.hypot(u, v)
     ring = (r >= R_LO) & (r <= R_HI) & (v > 0)  # v == 0 column is self-conjugate: skip it
     rows, cols = np.nonzero(ring)
-    order = rng.permutation(rows.size)
-    rows, cols = rows[order], cols[order]
-    n_sync = rows.size // 2
-    phases = rng.uniform(0.0, 2 * np.pi, rows.size)
-    ref = np.exp(1j * phases)
-    n_data = rows.size - n_sync
-    chip_bit = np.resize(np.arange(MESSAGE_BITS), 2 * n_data)
-    chip_bit = chip_bit[rng.permutation(chip_bit.size)]
-    chip_sign = rng.choice(np.array([-1.0, 1.0]), size=2 * n_data)
+    ref = np.exp(1j * rng.uniform(0.0, 2 * np.pi, rows.size))
+    n_coded = ecc.RATE * (MESSAGE_BITS + ecc.TAIL)  # 248
+    slots = np.concatenate([np.arange(n_coded), np.arange(N_FEATURES - n_coded)])  # 8 bits repeated
     return _Layout(
-        sync_idx=(rows[:n_sync], cols[:n_sync]),
-        data_idx=(rows[n_sync:], cols[n_sync:]),
-        sync_ref=ref[:n_sync],
-        data_ref=ref[n_sync:],
-        chip_bit=chip_bit,
-        chip_sign=chip_sign,
+        sync_idx=(rows, cols),
+        sync_ref=ref,
+        dither=rng.uniform(0.0, STEP, N_FEATURES),
+        scramble=rng.integers(0, 2, N_FEATURES).astype(np.uint8),
+        slot=slots[rng.permutation(N_FEATURES)],
     )
 
 
@@ -101,12 +107,8 @@ def layout() -> _Layout:
 
 
 def checksum(bits: np.ndarray) -> np.ndarray:
-    """CRC-8 (poly 0x07, init 0xFF) of a bit array, as CRC_BITS bits (MSB first)."""
-    reg = 0xFF
-    for b in bits.astype(np.uint8):
-        top = ((reg >> 7) & 1) ^ int(b)
-        reg = ((reg << 1) & 0xFF) ^ (0x07 if top else 0)
-    return np.array([(reg >> (7 - i)) & 1 for i in range(8)], dtype=np.uint8)
+    """CRC-24 of the payload bits (CRC_BITS bits, MSB first)."""
+    return ecc.crc24(bits)
 
 
 def payload_to_bits(payload: str | int) -> np.ndarray:
@@ -139,22 +141,32 @@ def _message(payload_bits: np.ndarray) -> np.ndarray:
     return np.concatenate([bits, checksum(bits)])
 
 
+@functools.lru_cache(maxsize=8)
+def _feature_bits(message_key: bytes) -> np.ndarray:
+    """The bit (0/1) each of the N_FEATURES blocks carries: coded, interleaved, scrambled."""
+    lay = layout()
+    coded = ecc.conv_encode(np.frombuffer(message_key, dtype=np.uint8))
+    return coded[lay.slot] ^ lay.scramble
+
+
+def feature_bits(payload_bits: np.ndarray) -> np.ndarray:
+    """Public for the benchmark: block bits for a payload."""
+    return _feature_bits(_message(payload_bits).tobytes())
+
+
 # --- embedding --------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _tile(message_key: bytes) -> np.ndarray:
-    """The TILE×TILE mark (unit RMS, float32) for one MESSAGE_BITS message."""
+@functools.lru_cache(maxsize=1)
+def _sync_tile() -> np.ndarray:
     lay = layout()
-    message = np.frombuffer(message_key, dtype=np.uint8)
-    chips = (2.0 * message[lay.chip_bit] - 1.0) * lay.chip_sign  # ±1 per data chip
     spec = np.zeros((TILE, TILE // 2 + 1), dtype=np.complex128)
     spec[lay.sync_idx] = lay.sync_ref
-    spec[lay.data_idx] = lay.data_ref * (chips[0::2] + 1j * chips[1::2]) / np.sqrt(2.0)
     tile = np.fft.irfft2(spec, s=(TILE, TILE))
     return (tile / tile.std()).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
 def _ring_gain() -> np.ndarray:
     """Gain of the detector's high-pass (Gaussian, HIGHPASS_SIGMA) at every rfft bin of the tile."""
     u = np.fft.fftfreq(TILE)[:, None]
@@ -167,74 +179,106 @@ def _ref_shape(height: int, width: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _tile_to_rgb(tile: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Repeat a Cb tile over the frame (reference scale), resize to the frame, map dCb -> dRGB."""
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 Cb, Cr (no offset)."""
     import cv2
 
-    rh, rw = _ref_shape(height, width)
-    plane = np.tile(tile, (-(-rh // TILE), -(-rw // TILE)))[:rh, :rw]
-    if (rh, rw) != (height, width):
-        plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_CUBIC)
-    return plane[:, :, None] * _CB_TO_RGB[None, None, :]
+    return cv2.transform(rgb.astype(np.float32), _CBCR)
 
 
-def _host_rejection(rgb: np.ndarray) -> np.ndarray:
-    """Tile that cancels the frame's own Cb content in the sync and data bins (improved spread
-    spectrum, Malvar & Florencio 2003): the detector then sees the mark, not the face."""
+def _to_ref(plane: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = plane.shape[:2]
+    rh, rw = _ref_shape(h, w)
+    if (rh, rw) == (h, w):
+        return plane
+    return cv2.resize(plane, (rw, rh), interpolation=cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR)
+
+
+def _highpass(plane: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return plane - cv2.GaussianBlur(plane, (0, 0), HIGHPASS_SIGMA)
+
+
+def _sync_plane(cr: np.ndarray) -> np.ndarray:
+    """Sync tile plus capped host cancellation, repeated over the frame (native size)."""
+    import cv2
+
     lay = layout()
-    spec = _fold_spectrum(_normalised_cb(rgb), 1.0)
-    gain = _ring_gain()
+    h, w = cr.shape
+    spec = _fold_spectrum(_to_ref(cr), 1.0)
     corr = np.zeros_like(spec)
-    for idx in (lay.sync_idx, lay.data_idx):
-        corr[idx] = -HOST_REJECTION * spec[idx] / gain[idx]
-    return np.fft.irfft2(corr, s=(TILE, TILE)).astype(np.float32)
+    corr[lay.sync_idx] = -spec[lay.sync_idx]
+    cancel = np.fft.irfft2(corr, s=(TILE, TILE)).astype(np.float32)
+    rms = float(np.sqrt(np.mean(cancel**2)))
+    if rms > HOST_CAP:
+        cancel *= HOST_CAP / rms
+    tile = SYNC_STRENGTH * _sync_tile() + cancel
+    rh, rw = _ref_shape(h, w)
+    plane = np.tile(tile, (-(-rh // TILE), -(-rw // TILE)))[:rh, :rw]
+    if (rh, rw) != (h, w):
+        plane = cv2.resize(plane, (w, h), interpolation=cv2.INTER_CUBIC)
+    return plane
+
+
+@functools.lru_cache(maxsize=8)
+def _native_boxes(height: int, width: int):
+    """Inner boxes (native px) of every data block of a frame, the block each pixel belongs to, and the
+    blocks' feature indices: the embedder reads exactly what the detector reads."""
+    s = min(height, width) / REF
+
+    def axis(n: int):
+        i = np.arange(int(np.ceil(n / (BLOCK * s))))
+        e0 = np.minimum(np.round(i * BLOCK * s).astype(int), n)
+        e1 = np.minimum(np.round((i + 1) * BLOCK * s).astype(int), n)
+        a = np.minimum(np.round((i * BLOCK + MARGIN) * s).astype(int), n)
+        b = np.minimum(np.round((i * BLOCK + BLOCK - MARGIN) * s).astype(int), n)
+        b = np.maximum(b, np.minimum(a + 1, e1))
+        return a, b, e1 - e0, i % GRID
+
+    y0, y1, cy, by = axis(height)
+    x0, x1, cx, bx = axis(width)
+    k = by[:, None] * GRID + bx[None, :]
+    return y0, y1, x0, x1, cy, cx, k
+
+
+def _data_plane(cb: np.ndarray, fbits: np.ndarray) -> np.ndarray:
+    """Block-constant Cb change moving every block's inner mean onto its bit's QIM lattice."""
+    import cv2
+
+    lay = layout()
+    y0, y1, x0, x1, cy, cx, k = _native_boxes(*cb.shape)
+    ii = cv2.integral(cb, sdepth=cv2.CV_64F)
+    area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
+    mean = (ii[y1][:, x1] - ii[y0][:, x1] - ii[y1][:, x0] + ii[y0][:, x0]) / np.maximum(area, 1)
+    offset = lay.dither[k] + fbits[k] * (STEP / 2.0)
+    target = STEP * np.round((mean - offset) / STEP) + offset
+    d = (target - mean).astype(np.float32)
+    return np.repeat(np.repeat(d, cy, axis=0), cx, axis=1)
 
 
 def embed(rgb: np.ndarray, payload_bits: np.ndarray) -> np.ndarray:
     """Return ``rgb`` (uint8 H×W×3) with the mark for ``payload_bits`` (PAYLOAD_BITS of 0/1) added."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
-    tile = STRENGTH * _tile(_message(payload_bits).tobytes()) + _host_rejection(rgb)
-    out = rgb.astype(np.float32)
-    out += _tile_to_rgb(tile, rgb.shape[0], rgb.shape[1])
-    np.clip(out, 0.0, 255.0, out=out)
-    return np.rint(out, out=out).astype(np.uint8)
+    fbits = _feature_bits(_message(payload_bits).tobytes())
+    ch = _chroma(rgb)
+    d_data = _data_plane(np.ascontiguousarray(ch[:, :, DATA_CH]), fbits)
+    d_sync = _sync_plane(np.ascontiguousarray(ch[:, :, SYNC_CH]))
+    delta = d_data[:, :, None] * _TO_RGB[DATA_CH] + d_sync[:, :, None] * _TO_RGB[SYNC_CH]
+    base = rgb.astype(np.float32)
+    out = np.clip(base + delta, 0.0, 255.0)
+    np.rint(out, out=out)
+    mse = float(np.mean((out - base) ** 2))
+    limit = 255.0**2 / 10 ** (PSNR_FLOOR / 10)
+    if mse > limit:  # rare (e.g. strong host cancellation): scale the whole mark down
+        out = np.rint(np.clip(base + delta * np.sqrt(limit / mse) * 0.97, 0.0, 255.0))
+    return out.astype(np.uint8)
 
 
 # --- detection --------------------------------------------------------------------------------
-
-
-def _normalised_cb(rgb: np.ndarray) -> np.ndarray:
-    """Cb plane at the reference scale, local mean removed (float32)."""
-    import cv2
-
-    cb = cv2.transform(rgb.astype(np.float32), _CB[None, :]).reshape(rgb.shape[:2])
-    h, w = cb.shape
-    scale = REF / min(h, w)
-    if scale != 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        cb = cv2.resize(cb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return cb - cv2.GaussianBlur(cb, (0, 0), HIGHPASS_SIGMA)
-
-
-class Accumulator:
-    """Sums normalised Cb residuals of frames that share one geometry (the frames of one video)."""
-
-    def __init__(self) -> None:
-        self.sum: np.ndarray | None = None
-        self.frames = 0
-
-    def add(self, rgb: np.ndarray) -> None:
-        self.add_residual(_normalised_cb(rgb))
-
-    def add_residual(self, res: np.ndarray) -> None:
-        if self.sum is None:
-            self.sum = res.copy()
-        elif res.shape == self.sum.shape:
-            self.sum += res
-        else:
-            raise ValueError("all frames of one detection must share a size")
-        self.frames += 1
 
 
 def _fold_spectrum(img: np.ndarray, scale: float) -> np.ndarray:
@@ -270,131 +314,221 @@ def _sync_peak(spec: np.ndarray) -> tuple[float, tuple[int, int]]:
     return float(corr.flat[k]), (k // TILE, k % TILE)
 
 
-def _chips(spec: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
-    """Soft data chips (phase-only) after undoing the cyclic shift, descrambled: (2*N_DATA,)."""
-    lay = layout()
-    rows, cols = lay.data_idx
-    u = np.fft.fftfreq(TILE, 1.0 / TILE)[rows]
-    phase = np.exp(2j * np.pi * (u * shift[0] + cols * shift[1]) / TILE)
-    x = spec[lay.data_idx]
-    d = x / np.maximum(np.abs(x), 1e-12) * phase * np.conj(lay.data_ref)
-    chips = np.empty(2 * d.size)
-    chips[0::2], chips[1::2] = d.real, d.imag
-    return chips * lay.chip_sign
+class Accumulator:
+    """Sums the high-passed reference-scale Cr planes (sync) of frames sharing one geometry and keeps
+    their reference-scale Cb planes (data, float16) for the decode once the geometry is known."""
+
+    def __init__(self) -> None:
+        self.sum: np.ndarray | None = None
+        self.cb: list[np.ndarray] = []
+        self.frames = 0
+
+    def add(self, rgb: np.ndarray) -> None:
+        ch = _to_ref(_chroma(rgb))
+        res = _highpass(np.ascontiguousarray(ch[:, :, SYNC_CH]))
+        if self.sum is None:
+            self.sum = res.copy()
+        elif res.shape == self.sum.shape:
+            self.sum += res
+        else:
+            raise ValueError("all frames of one detection must share a size")
+        self.cb.append(ch[:, :, DATA_CH].astype(np.float16))
+        self.frames += 1
 
 
-def _decode(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Message bits, per-bit soft scores and chip agreement from soft chips (repetition decoding)."""
-    lay = layout()
-    soft = np.bincount(lay.chip_bit, weights=chips, minlength=MESSAGE_BITS)
-    bits = (soft > 0).astype(np.uint8)
-    agree = float(np.mean(np.sign(chips) == (2.0 * bits[lay.chip_bit] - 1.0)))
-    return bits, soft, agree
-
-
-def _search(acc: Accumulator) -> tuple[float, float, tuple[int, int], np.ndarray]:
+def _search(acc: Accumulator, top: int = 1) -> tuple[float, float, tuple[int, int], np.ndarray]:
     """Best (z, scale, shift, spectrum): native scale first, then the scale grid and a local refine."""
+    return _sync_peaks(acc, top)[0]
+
+
+def _sync_peaks(acc: Accumulator, top: int = 3) -> list[tuple[float, float, tuple[int, int], np.ndarray]]:
+    """The ``top`` best sync peaks (z, scale, shift, spectrum) over the scale grid (local refine of each)."""
     assert acc.sum is not None
-    best = (-np.inf, 1.0, (0, 0), np.zeros(0))
     spec = _fold_spectrum(acc.sum, 1.0)
     z, shift = _sync_peak(spec)
-    best = (z, 1.0, shift, spec)
-    if z >= Z_THRESHOLD + 1.0:  # clear at native scale: skip the search
-        return best
+    if z >= Z_CLEAR:  # clear at native scale: skip the search
+        return [(z, 1.0, shift, spec)]
+    found = [(z, 1.0, shift, spec)]
     for s in SCALES:
         spec = _fold_spectrum(acc.sum, s)
         z, shift = _sync_peak(spec)
-        if z > best[0]:
-            best = (z, s, shift, spec)
-    for s in best[1] * np.array([0.9925, 0.995, 0.9975, 1.0025, 1.005, 1.0075]):
-        spec = _fold_spectrum(acc.sum, float(s))
-        z, shift = _sync_peak(spec)
-        if z > best[0]:
-            best = (z, float(s), shift, spec)
-    return best
+        found.append((z, s, shift, spec))
+    found.sort(key=lambda t: -t[0])
+    out: list = []
+    for z, s0, shift, spec in found:
+        if any(abs(np.log(s0 / o[1])) < 0.01 for o in out):
+            continue
+        best = (z, s0, shift, spec)
+        for s in s0 * np.array([0.9925, 0.995, 0.9975, 1.0025, 1.005, 1.0075]):
+            spec = _fold_spectrum(acc.sum, float(s))
+            z, shift = _sync_peak(spec)
+            if z > best[0]:
+                best = (z, float(s), shift, spec)
+        out.append(best)
+        if len(out) >= top:
+            break
+    return out
 
 
-SEARCH_FRAMES = 48  # frames kept (as reference-scale residuals) to find the geometry
+Z_CLEAR = 8.0  # a native-scale sync peak this clear skips the scale search
+REFINE_FRAMES = 40  # frames (spread over the clip) used by the data-aided geometry refinement
 
 
-def _decode_frames(residuals: Iterable[np.ndarray], scale: float, shift: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """Sum of per-frame soft chips at a known geometry (each frame votes with unit-phase chips)."""
-    total = np.zeros(2 * layout().data_ref.size)
-    n = 0
-    for res in residuals:
-        total += _chips(_fold_spectrum(res, scale), shift)
-        n += 1
-    return total, n
+def _candidates(scale: float, shift: tuple[int, int]) -> list[tuple[float, tuple[int, int]]]:
+    """Data-grid offsets consistent with a sync peak: the sync gives the offset modulo TILE and the data
+    period is 2·TILE, so 4 offsets (original reference coordinate u ↦ plane coordinate (u - off)/scale)."""
+    oy, ox = (-shift[0]) % TILE, (-shift[1]) % TILE
+    return [(scale, (oy + ay, ox + ax)) for ay in (0, TILE) for ax in (0, TILE)]
 
 
-def _result(z: float, scale: float, shift: tuple[int, int], chips: np.ndarray, frames: int) -> WatermarkResult:
-    bits, _, agree = _decode(chips)
-    crc_ok = bool(np.array_equal(checksum(bits[:PAYLOAD_BITS]), bits[PAYLOAD_BITS:]))
-    found = crc_ok and z >= Z_THRESHOLD
+def _geometry(acc: Accumulator) -> tuple[float, float, tuple[int, int]]:
+    """Sync peaks give scale and offset modulo TILE; the data grid (period 2·TILE) then picks the offset
+    ambiguity and refines scale/offset by maximising how well the summed QIM decisions fit the nearest
+    code word (``_code_fit``) — a CRC-free metric, so the search adds no CRC trials."""
+    import cv2
+
+    peaks = _sync_peaks(acc, top=len(SCALES))  # every scale's peak is a start: the sync may be weak
+    z = peaks[0][0]
+    step = max(1, len(acc.cb) // REFINE_FRAMES)
+    iis = [cv2.integral(cb.astype(np.float32), sdepth=cv2.CV_64F) for cb in acc.cb[::step]]
+    shape = acc.cb[0].shape
+    cache: dict = {}
+
+    def metric(s: float, off: tuple[int, int]) -> float:
+        key = (round(s, 5), off[0] % PERIOD, off[1] % PERIOD)
+        if key not in cache:
+            cache[key] = _code_fit(_soft_sum(iis, shape, s, (key[1], key[2])))
+        return cache[key]
+
+    starts = [(1.0, (0, 0))]
+    for _, s, shift, _ in peaks:
+        starts += _candidates(s, shift)[:4]
+    finals = []
+    for s, off in sorted(starts, key=lambda g: -metric(*g))[:3]:
+        for _ in range(30):
+            moves = [(s * f, off) for f in (0.996, 1.004)]
+            moves += [(s, (off[0] + dy, off[1] + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+            nxt = max(moves, key=lambda g: metric(*g))
+            if metric(*nxt) <= metric(s, off):
+                break
+            s, off = nxt
+        finals.append((s, off))
+    s, off = max(finals, key=lambda g: metric(*g))
+    return z, s, (off[0] % PERIOD, off[1] % PERIOD)
+
+
+def _boxes(shape: tuple[int, int], scale: float, off: tuple[int, int]):
+    """Inner boxes of every visible data block in a reference-scale plane, for geometry (scale, off):
+    original reference coordinate u ↦ plane coordinate (u - off) / scale. Returns (y0, y1, x0, x1, k)."""
+    h, w = shape
+
+    def axis(n: int, o: int):
+        lo = int(np.floor(o / BLOCK)) - 1
+        hi = int(np.ceil((o + n * scale) / BLOCK)) + 1
+        i = np.arange(lo, hi)
+        a = np.round((i * BLOCK + MARGIN - o) / scale).astype(int)
+        b = np.round((i * BLOCK + BLOCK - MARGIN - o) / scale).astype(int)
+        full = b - a
+        a, b = np.clip(a, 0, n), np.clip(b, 0, n)
+        keep = (b - a) >= np.maximum(0.6 * full, 1)
+        return a[keep], b[keep], (i[keep] % GRID)
+
+    y0, y1, by = axis(h, off[0])
+    x0, x1, bx = axis(w, off[1])
+    Y0, X0 = np.meshgrid(y0, x0, indexing="ij")
+    Y1, X1 = np.meshgrid(y1, x1, indexing="ij")
+    K = by[:, None] * GRID + bx[None, :]
+    return Y0.ravel(), Y1.ravel(), X0.ravel(), X1.ravel(), K.ravel()
+
+
+def _soft_sum(iis: list[np.ndarray], shape: tuple[int, int], scale: float, off: tuple[int, int]) -> np.ndarray:
+    """Σ over frames (given as integral images) of the per-block soft QIM decisions at one geometry."""
+    lay = layout()
+    y0, y1, x0, x1, k = _boxes(shape, scale, off)
+    total = np.zeros(N_FEATURES)
+    if k.size == 0:
+        return total
+    area = (y1 - y0) * (x1 - x0)
+    dither = lay.dither[k]
+    count = np.maximum(np.bincount(k, minlength=N_FEATURES), 1)
+    for ii in iis:
+        mean = (ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]) / area
+        total += np.bincount(k, weights=np.cos(2.0 * np.pi * (mean - dither) / STEP), minlength=N_FEATURES)
+    return total / count
+
+
+def _llr(soft: np.ndarray) -> np.ndarray:
+    lay = layout()
+    s = soft * (1.0 - 2.0 * lay.scramble)  # descramble: positive = coded bit 0
+    return np.bincount(lay.slot, weights=s, minlength=ecc.RATE * (MESSAGE_BITS + ecc.TAIL))
+
+
+def _code_fit(soft: np.ndarray) -> float:
+    """Σ llr·(nearest code word) / Σ |llr| ∈ [-1, 1]: ≈ 0.5 on noise, → 1 on a clean mark."""
+    llr = _llr(soft)
+    total = float(np.abs(llr).sum())
+    if total == 0:
+        return 0.0
+    _, metric = ecc.viterbi(llr / total, MESSAGE_BITS)
+    return metric
+
+
+def _decode_soft(soft: np.ndarray) -> tuple[np.ndarray, bool, float]:
+    """Summed feature soft values → (message bits, CRC ok, agreement of the re-encoded code word)."""
+    llr = _llr(soft)
+    scale = np.abs(llr).mean()
+    bits, _ = ecc.viterbi(llr / max(scale, 1e-12), MESSAGE_BITS)
+    ok = bool(np.array_equal(checksum(bits[:PAYLOAD_BITS]), bits[PAYLOAD_BITS:]))
+    code = ecc.conv_encode(bits)
+    seen = llr != 0
+    agree = float(np.mean((llr[seen] > 0) == (code[seen] == 0))) if seen.any() else 0.5
+    return bits, ok, agree
+
+
+def _decide(acc: Accumulator) -> WatermarkResult:
+    import cv2
+
+    if acc.sum is None:
+        return WatermarkResult(False, None, 0.5, 0.0, False, 1.0, (0, 0), 0)
+    z, s, off = _geometry(acc)
+    iis = (cv2.integral(cb.astype(np.float32), sdepth=cv2.CV_64F) for cb in acc.cb)
+    bits, ok, agree = _decode_soft(_soft_sum(iis, acc.cb[0].shape, s, off))
+    found = ok and z >= Z_THRESHOLD
     return WatermarkResult(
         found=found,
         payload=bits_to_payload(bits) if found else None,
         bit_accuracy=agree,
         sync_z=z,
-        crc_ok=crc_ok,
-        scale=scale,
-        shift=shift,
-        frames=frames,
+        crc_ok=ok,
+        scale=s,
+        shift=off,
+        frames=acc.frames,
     )
 
 
-def _candidates(z: float, scale: float, shift: tuple[int, int]) -> list[tuple[float, tuple[int, int]]]:
-    """Geometries tried for decoding: the sync peak and its 8 neighbours (sub-pixel misses), plus the
-    native geometry and its neighbours. Their count enters the false-match bound (PROVENANCE.md)."""
-    out = []
-    for s, (dy, dx) in ((scale, shift), (1.0, (0, 0))):
-        for ey in (-1, 0, 1):
-            for ex in (-1, 0, 1):
-                g = (s, ((dy + ey) % TILE, (dx + ex) % TILE))
-                if g not in out:
-                    out.append(g)
-    return out
-
-
-def detect(frames: Iterable[np.ndarray]) -> WatermarkResult:
-    """Vote over frames that share one geometry (a video): the first SEARCH_FRAMES are summed to find
-    scale and shift, the candidate geometries are decoded on them (first CRC-valid, most confident
-    wins), then every further frame votes at that geometry. Memory is bounded."""
+def detect(frames: Iterable[np.ndarray], max_frames: int = 250) -> WatermarkResult:
+    """Vote over frames that share one geometry (a video; at most ``max_frames``): the sum of all Cr
+    residuals gives scale and offset, then soft QIM decisions of every frame are summed per block at
+    each candidate geometry and decoded; the first CRC-valid, most consistent candidate wins."""
     acc = Accumulator()
-    kept: list[np.ndarray] = []
-    it = iter(frames)
-    for rgb in it:
-        res = _normalised_cb(rgb)
-        acc.add_residual(res)
-        kept.append(res)
-        if len(kept) >= SEARCH_FRAMES:
+    for rgb in frames:
+        acc.add(rgb)
+        if acc.frames >= max_frames:
             break
-    if acc.sum is None:
-        return WatermarkResult(False, None, 0.5, 0.0, False, 1.0, (0, 0), 0)
-    z, scale, shift, _ = _search(acc)
-    spectra = {s: [_fold_spectrum(r, s) for r in kept] for s in {scale, 1.0}}
-    best = None
-    for s, sh in _candidates(z, scale, shift):
-        chips = sum(_chips(sp, sh) for sp in spectra[s])
-        bits, soft, _ = _decode(chips)
-        ok = bool(np.array_equal(checksum(bits[:PAYLOAD_BITS]), bits[PAYLOAD_BITS:]))
-        key = (ok, float(np.abs(soft).min()))
-        if best is None or key > best[0]:
-            best = (key, s, sh, chips)
-    assert best is not None
-    _, scale, shift, chips = best
-    del kept, spectra
-    more, m = _decode_frames((_normalised_cb(rgb) for rgb in it), scale, shift)
-    return _result(z, scale, shift, chips + more, acc.frames + m)
+    return _decide(acc)
 
 
 def extract_bits(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Payload bits read from one frame and their soft scores (positive = 1), whatever the sync says."""
+    """Payload bits decoded from one frame (whatever the CRC says) and per-bit soft scores (positive = 1):
+    the re-encoded code word's agreement with the frame, signed by each bit."""
+    import cv2
+
     acc = Accumulator()
     acc.add(rgb)
-    _, _, shift, spec = _search(acc)
-    bits, soft, _ = _decode(_chips(spec, shift))
-    return bits[:PAYLOAD_BITS], soft[:PAYLOAD_BITS]
+    _, s, off = _geometry(acc)
+    ii = cv2.integral(acc.cb[0].astype(np.float32), sdepth=cv2.CV_64F)
+    bits, _, agree = _decode_soft(_soft_sum([ii], acc.cb[0].shape, s, off))
+    return bits[:PAYLOAD_BITS], (2.0 * bits[:PAYLOAD_BITS] - 1.0) * agree
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -70,9 +70,7 @@ def test_flipped_byte_is_tampered_exit_4(signed_mp4, tmp_path, capsys):
 
 
 @needs_data
-@pytest.mark.parametrize("attack", ["crf23"] + [
-    pytest.param(a, marks=pytest.mark.xfail(reason="watermark below target under this attack; docs/PROVENANCE.md"))
-    for a in ("crf28", "half", "crop90")])
+@pytest.mark.parametrize("attack", ["crf23", "crf28", "half", "crop90"])
 def test_reencoded_is_stripped_with_payload(signed_mp4, tmp_path, capsys, attack):
     path, _ = signed_mp4
     out_path = attacks.attack_video(path, tmp_path / f"{attack}.mp4", attack)

@@ -33,6 +33,7 @@ def test_flat_frame_round_trip_exact():
     bits = wm.payload_to_bits("c0ffee42")
     r = wm.detect([wm.embed(gray, bits)])
     assert r.found and r.payload == "c0ffee42" and r.bit_accuracy == 1.0 and r.shift == (0, 0)
+    assert wm.MESSAGE_BITS == 56 and wm.CRC_BITS == 24
     got, soft = wm.extract_bits(wm.embed(gray, bits))
     assert np.array_equal(got, bits) and soft.shape == (wm.PAYLOAD_BITS,)
 
@@ -42,7 +43,7 @@ def test_real_frames_psnr_and_round_trip():
     frames = _real_frames(25)
     bits = wm.payload_to_bits("deadbeef")
     marked = [wm.embed(f, bits) for f in frames]
-    assert np.mean([wm.psnr(a, b) for a, b in zip(frames, marked)]) >= 40.0
+    assert min(wm.psnr(a, b) for a, b in zip(frames, marked)) >= 40.5  # every frame, not the mean
     r = wm.detect(marked)
     assert r.found and r.payload == "deadbeef"
     assert not wm.detect(frames).found
@@ -78,10 +79,21 @@ def marked_clip(tmp_path_factory):
     return path
 
 
+def test_ecc_round_trip_with_noise_and_erasures():
+    from provenance import ecc
+
+    rng = np.random.default_rng(1)
+    msg = rng.integers(0, 2, 56).astype(np.uint8)
+    code = ecc.conv_encode(msg)
+    soft = (1.0 - 2.0 * code) + rng.normal(0, 0.8, code.size)
+    soft[rng.permutation(code.size)[:40]] = 0.0  # a cropped-away share of blocks
+    assert np.array_equal(ecc.viterbi(soft, 56)[0], msg)
+
+
 @needs_data
-@pytest.mark.parametrize("attack", ["crf23", "bright+20", "bright-20"] + [
-    pytest.param(a, marks=pytest.mark.xfail(reason="below the issue's target today; see docs/PROVENANCE.md"))
-    for a in ("crf28", "half", "crop90", "crop90corner", "combined")])
+@pytest.mark.parametrize("attack", ["crf23", "crf28", "half", "crop90", "crop90corner", "bright+20", "bright-20",
+                                    pytest.param("combined", marks=pytest.mark.xfail(
+                                        reason="below the issue's target today; see docs/PROVENANCE.md"))])
 def test_video_attacks_10s(marked_clip, tmp_path, attack):
     from synth.video import iter_frames
 
