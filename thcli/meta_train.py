@@ -60,20 +60,14 @@ def meta_train(
     if nproc > 1:
         import subprocess
 
-        argv = [a for a in sys.argv[1:] if a != "meta-train"]
-        cleaned, skip = [], False
-        for a in argv:
-            if skip:
-                skip = False
-                continue
-            if a == "--nproc":
-                skip = True
-                continue
-            if a.startswith("--nproc="):
-                continue
-            cleaned.append(a)
+        per_proc = (threads or max(1, (os.cpu_count() or 1) // nproc)) if device == "cpu" else threads
+        opts = {"--preset": preset, "--steps": total, "--batch": batch, "--k": k_shot, "--seed": seed,
+                "--content": content, "--vgg19": vgg19, "--vggface": vggface, "--time-budget": time_budget,
+                "--device": device, "--threads": per_proc}
+        argv = [str(prep), str(run)] + [str(x) for k, v in opts.items() if v is not None for x in (k, v)]
+        argv += [flag for flag, on in (("--force", force), ("--quiet", quiet)) if on]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "thcli", "meta-train", *cleaned]
+               "-m", "thcli", "meta-train", *argv]
         raise typer.Exit(subprocess.run(cmd, check=False).returncode)
 
     from synth.device import resolve_device, set_threads
