@@ -1,0 +1,234 @@
+"""Speed benchmark of the user-facing pipeline: per-stage ms/frame, `th animate` end-to-end fps, enrollment
+time, `th verify` frames/s and peak memory for a short vs a long driver.
+
+    .venv/bin/python bench/bench_speed.py [--model PATH] [--driver VIDEO] [--threads 2] [--repeats 3]
+                                          [--long-seconds 300] [--enroll-steps 40]
+
+Model: ``--model``, else an export of the newest checkpoint of runs/cpu, else a freshly built cpu-preset
+model (labelled *untrained weights*: speed does not depend on the weights). Stages are timed in-process
+(medians of ``--repeats``); end-to-end numbers run the real CLI in a child process, and peak memory is
+that child's RSS high-water mark (``os.wait4`` rusage). The machine may be shared: a warning is printed
+when the load average is high, and only numbers taken together should be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DRIVER = ROOT.parent / "shared" / "data" / "clips" / "RNTHM__examples_fine_tuning_test_video_e43ca9f.mp4"
+ENROLL_CLIP = ROOT.parent / "shared" / "data" / "clips" / "EDTalk__pose_source1.mp4"
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run_child(argv: list[str], env: dict[str, str], check: bool = True) -> tuple[float, str]:
+    """Run a command; returns (wall seconds, stdout). Fails loudly when ``check`` and it fails."""
+    t = time.perf_counter()
+    p = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if check and p.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{p.stderr[-2000:]}")
+    return time.perf_counter() - t, p.stdout
+
+
+def peak_rss_child(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one child process, via os.wait4 on exactly that child."""
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{p.stderr.read().decode()[-2000:] if p.stderr else ''}")
+    return wall, usage.ru_maxrss / 1024.0  # Linux: KiB
+
+
+def resolve_bench_model(given: str | None, workdir: Path) -> tuple[Path, str]:
+    """The model to time and a label saying what it is."""
+    from synth.checkpoint import list_checkpoints
+    from synth.config import preset
+    from synth.model import TalkingHeadModel, export_model
+
+    if given:
+        return Path(given), f"{given}"
+    run = ROOT / "runs" / "cpu"
+    if run.is_dir() and list_checkpoints(run):
+        out = workdir / "runs_cpu_latest.safetensors"
+        export_model(run, out, force=True)
+        return out, f"runs/cpu latest checkpoint ({list_checkpoints(run)[-1].name})"
+    out = workdir / "untrained_cpu.safetensors"
+    TalkingHeadModel.build(preset("cpu")).export(out, force=True)
+    return out, "cpu preset, UNTRAINED weights (speed does not depend on weights)"
+
+
+def stage_times(model_path: Path, driver: Path, repeats: int, sizes: tuple[int, ...]) -> dict[str, float]:
+    """ms/frame of each stage of `th animate`, in-process."""
+    import cv2
+
+    from provenance import keys, manifest, watermark
+    from provenance.manifest import GenerationFacts
+    from synth.animate import render
+    from synth.model import TalkingHeadModel
+    from synth.tracking import track_frames
+    from synth.video import VideoWriter, iter_frames, probe
+
+    info = probe(driver)
+    frames: list[np.ndarray] = []
+    dec = median_time(lambda: frames.__setitem__(slice(None), list(iter_frames(driver))), repeats, warmup=0)
+    n = len(frames)
+    out = {"decode": dec / n * 1e3}
+    out["track"] = median_time(lambda: track_frames(frames, info.fps), 1, warmup=0) / n * 1e3
+    net = TalkingHeadModel.load(model_path)
+    s = net.image_size
+    lm = np.tile(_neutral(s), (32, 1, 1)).astype(np.float32)
+    gen = net.fast_generator()
+    import torch
+
+    psi = gen.project(torch.zeros(1, net.config.net.emb_dim))[0]
+    for size in sizes:
+        out[f"generator@{size}"] = median_time(lambda size=size: list(render(net, gen, psi, lm, size, batch=1)),
+                                               repeats) / len(lm) * 1e3
+    bits = watermark.payload_to_bits(watermark.new_payload())
+    ident = keys.ensure_identity()
+    with tempfile.TemporaryDirectory() as td:
+        for size in sizes:
+            img = cv2.resize(frames[0], (size, size))
+            out[f"watermark@{size}"] = median_time(lambda img=img: watermark.embed(img, bits), repeats * 5) * 1e3
+            clip = [cv2.resize(f, (size, size)) for f in frames]
+            raw = Path(td) / f"raw{size}.mp4"
+
+            def encode(clip=clip, raw=raw, size=size) -> None:
+                raw.unlink(missing_ok=True)
+                with VideoWriter(raw, info.fps, (size, size)) as w:
+                    for f in clip:
+                        w.write(f)
+
+            out[f"encode@{size}"] = median_time(encode, repeats) / n * 1e3
+            definition = manifest.manifest_definition(GenerationFacts.current(), watermark.new_payload(), "x.mp4")
+            signed = Path(td) / f"signed{size}.mp4"
+
+            def sign(raw=raw, signed=signed, definition=definition) -> None:
+                signed.unlink(missing_ok=True)
+                manifest.sign_file(raw, signed, definition, ident, "video/mp4")
+
+            out[f"sign (per file, {n} frames)@{size}"] = median_time(sign, repeats) * 1e3
+    out["_frames"] = n
+    return out
+
+
+def _neutral(size: int) -> np.ndarray:
+    """A frontal face's 68 landmarks in a ``size`` crop, from a real photo (skimage's astronaut)."""
+    from skimage import data
+
+    from synth.align import align_crop, apply_affine
+    from synth.faces import FaceDetector
+
+    img = data.astronaut()
+    face = FaceDetector().detect(img)[0]
+    _, M = align_crop(img, face.landmarks, size=size)
+    return apply_affine(face.landmarks, M)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--driver", default=str(DEFAULT_DRIVER))
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("TH_THREADS", "2")))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--long-seconds", type=float, default=300.0, help="length of the long built-in driver")
+    ap.add_argument("--enroll-steps", type=int, default=None, help="fine-tuning steps (default: th enroll's)")
+    args = ap.parse_args()
+
+    from synth.device import set_threads
+    from thcli.enroll import DEFAULT_STEPS
+
+    load1 = os.getloadavg()[0]
+    if load1 > 0.75 * (os.cpu_count() or 1):
+        print(f"WARNING: load average {load1:.1f} on {os.cpu_count()} cores: the machine is shared, numbers are "
+              "pessimistic; re-run on a quiet machine", file=sys.stderr)
+    set_threads(args.threads)
+    steps = DEFAULT_STEPS if args.enroll_steps is None else args.enroll_steps
+    work = Path(tempfile.mkdtemp(prefix="th_bench_speed_"))
+    env = {**os.environ, "TH_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads),
+           "OMP_WAIT_POLICY": "PASSIVE", "TH_HOME": str(work / "home")}
+    os.environ["TH_HOME"] = env["TH_HOME"]
+    model, label = resolve_bench_model(args.model, work)
+    th = [sys.executable, "-m", "thcli"]
+    print(f"model: {label}\ndriver: {args.driver}\nthreads: {args.threads}, repeats: {args.repeats}\n")
+
+    st = stage_times(model, Path(args.driver), args.repeats, (128, 256))
+    n = st.pop("_frames")
+    print("| stage | ms/frame |\n|---|---|")
+    for k, v in st.items():
+        unit = f"{v:.1f} ms/file = {v / n:.2f} ms/frame" if k.startswith("sign") else f"{v:.2f}"
+        print(f"| {k} | {unit} |")
+
+    # photos for enrollment: 8 frames of a real clip
+    from synth.video import iter_frames, write_image
+
+    photos = []
+    all_frames = list(iter_frames(ENROLL_CLIP))
+    for i, idx in enumerate(np.linspace(0, len(all_frames) - 1, 8).astype(int)):
+        p = work / f"shot{i}.png"
+        write_image(p, all_frames[idx])
+        photos.append(str(p))
+    rows = []
+    for k in (1, 8):
+        for s in (0, steps):
+            wall, out = run_child([*th, "enroll", *photos[:k], "-o", str(work / f"a{k}_{s}.avatar"), "--steps", str(s),
+                                      "--model", str(model), "--threads", str(args.threads), "--force"], env)
+            rows.append((f"th enroll K={k} --steps {s} (wall, incl. start-up)", f"{wall:.1f} s"))
+    avatar = work / "a1_0.avatar"
+    results = {}
+    for size in (128, 256):
+        outp = work / f"anim{size}.mp4"
+        wall, out = run_child([*th, "animate", str(avatar), args.driver, "-o", str(outp), "--size", str(size),
+                                  "--model", str(model), "--threads", str(args.threads), "--force"], env)
+        m = re.search(r"(\d+) frames .* in ([\d.]+) s = ([\d.]+) fps \(total ([\d.]+) s\)", out)
+        frames, fps_render = (int(m.group(1)), float(m.group(3))) if m else (n, float("nan"))
+        results[size] = (outp, frames)
+        rows.append((f"th animate --size {size} (render+watermark+encode+sign)", f"{fps_render:.1f} fps"))
+        rows.append((f"th animate --size {size} end-to-end incl. start-up, tracking", f"{frames / wall:.1f} fps ({wall:.1f} s, {frames} frames)"))
+    for size, (outp, frames) in results.items():
+        wall, out = run_child([*th, "verify", str(outp), "--json"], env, check=False)  # exit code = verdict
+        if '"verdict"' not in out:
+            raise SystemExit(f"th verify gave no verdict for {outp}")
+        rows.append((f"th verify ({size} px, {frames} frames)", f"{frames / wall:.1f} frames/s ({wall:.1f} s)"))
+    mem = {}
+    for secs in (10.0, args.long_seconds):
+        wall, rss = peak_rss_child([*th, "animate", str(avatar), "talk", "--seconds", str(secs), "-o",
+                                    str(work / f"mem{int(secs)}.mp4"), "--size", "128", "--model", str(model),
+                                    "--threads", str(args.threads), "--force"], env)
+        mem[secs] = rss
+        rows.append((f"peak RSS, th animate talk {secs:g} s @128", f"{rss:.0f} MiB ({wall:.0f} s, {secs * 25 / wall:.1f} fps)"))
+    rows.append((f"peak RSS ratio {args.long_seconds:g} s / 10 s", f"{mem[args.long_seconds] / mem[10.0]:.2f}×"))
+    print("\n| measurement | value |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    g128, g256 = st["generator@128"], st["generator@256"]
+    print(f"\nratios: generator 256/128 = {g256 / g128:.2f}×; watermark share of a 256 frame = "
+          f"{st['watermark@256'] / (g256 + st['watermark@256'] + st['encode@256']):.0%}")
+    print(f"load average now {os.getloadavg()[0]:.1f} (at start {load1:.1f}); {args.threads} threads; medians of {args.repeats}")
+
+
+if __name__ == "__main__":
+    main()
