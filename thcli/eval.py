@@ -85,7 +85,13 @@ def eval_cmd(
     with Progress(TextColumn("[bold]eval"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=1.0)
-        result = ev.evaluate(net, jobs, cfg, lambda desc, frac: progress.update(task, completed=frac, description=desc))
+
+        def tick(desc: str, frac: float) -> None:
+            progress.update(task, completed=frac, description=desc)
+            if not console.is_terminal and " step " not in desc:  # plain lines in logs
+                print(f"eval {frac:4.0%} {time.perf_counter() - t0:6.0f} s  {desc}", file=sys.stderr, flush=True)
+
+        result = ev.evaluate(net, jobs, cfg, tick)
     model_id, model_sha = model_identity(model_path)
     result.config = {"model": str(model_path), "model_id": model_id, "model_sha256": model_sha,
                      "command": shlex.join(["th", *sys.argv[1:]]), "shots": list(ks), "steps": steps,
