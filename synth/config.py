@@ -128,7 +128,7 @@ def _tiny() -> Config:
 
 def _cpu() -> Config:
     # Chosen by measurement on a 2-core CPU (bench/bench_model.py, docs/MODEL.md): 128 px, narrow widths,
-    # K=4. Learning rates are raised above the paper's (5e-5 / 2e-4) to get somewhere in ~90 minutes.
+    # K=4. Learning rates are 2x the paper's (5e-5 / 2e-4) for a ~90-minute budget (not A/B-measured).
     return Config(
         preset="cpu",
         net=NetConfig(
