@@ -106,18 +106,23 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         scale = min(1.0, (1280 if thorough else self.max_side) / max(h, w))
         small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-        auto_up = 1 if (thorough or max(small.shape[:2]) < 400) else 0
-        up = self.upsample if self.upsample is not None else auto_up
+        if self.upsample is not None:
+            ups = [self.upsample]
+        elif thorough:
+            ups = [1]
+        else:  # small frames: try at native size first (4× cheaper), upsample only if nothing is found
+            ups = [0, 1] if max(small.shape[:2]) < 400 else [0]
         boxes: list[tuple[tuple[float, float, float, float], float]] = []
-        if self.backend == "hog":
-            # Upsampling doubles HOG's false positives on textured clothing: ask for a clearer margin.
-            rects, scores, _ = _hog().run(small, up, 0.0 if up == 0 else 0.4)
-            for r, s in zip(rects, scores):
-                boxes.append(((r.left(), r.top(), r.right(), r.bottom()), float(s)))
-        else:
-            for d in _mmod()(small, up):
-                r = d.rect
-                boxes.append(((r.left(), r.top(), r.right(), r.bottom()), float(d.confidence)))
+        for up in ups:
+            if self.backend == "hog":
+                # Upsampling doubles HOG's false positives on textured clothing: ask for a clearer margin.
+                rects, scores, _ = _hog().run(small, up, 0.0 if up == 0 else 0.4)
+                boxes = [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+            else:
+                boxes = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
+                         for d in _mmod()(small, up)]
+            if boxes:
+                break
         faces = []
         for (x0, y0, x1, y1), score in boxes:
             box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)

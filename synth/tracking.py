@@ -114,6 +114,14 @@ def _box_from_landmarks(lm: np.ndarray, rel: tuple[float, float, float]) -> tupl
     return (cx - half, cy - half, cx + half, cy + half)
 
 
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _relation(box: tuple[float, float, float, float], lm: np.ndarray) -> tuple[float, float, float]:
     c = (lm.min(0) + lm.max(0)) / 2
     ext = float(max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1]))) or 1.0
@@ -138,7 +146,7 @@ def track_frames(
     68-point fit. On keyframes the face nearest the one being followed is kept, so a second person does
     not steal the track.
     """
-    from synth.faces import FaceDetector
+    from synth.faces import FaceDetector, fit_landmarks
 
     det = detector or FaceDetector()
     raw: list[np.ndarray | None] = []
@@ -150,8 +158,10 @@ def track_frames(
         size = (rgb.shape[1], rgb.shape[0])
         lm = None
         c = 0.0
-        if prev is None or i % keyframe_every == 0:
+        pred = _box_from_landmarks(prev, rel) if prev is not None else None
+        if pred is None or i % keyframe_every == 0:
             faces = det.detect(rgb)
+            face = None
             if faces:
                 if prev is not None:
                     centre = prev.mean(0)
@@ -160,17 +170,21 @@ def track_frames(
                     face = faces[face_index]
                 else:
                     face = faces[0]
-                lm, c = face.landmarks, face.confidence
-                rel = _relation(face.box, lm)
         else:
             # Between keyframes: re-detect only around the face we follow (a few ms), so a face that
             # leaves, is covered or cut away is noticed at once instead of being hallucinated.
-            face = det.detect_near(rgb, _box_from_landmarks(prev, rel))
+            face = det.detect_near(rgb, pred)
             if face is None:
                 faces = det.detect(rgb)
                 face = faces[0] if faces else None
-            if face is not None:
-                lm, c = face.landmarks, face.confidence
+        if face is not None:
+            c = face.confidence
+            if pred is not None and _iou(face.box, pred) > 0.6:
+                # Same face, same place: fit in the box predicted from the last landmarks, so a still
+                # head gives still landmarks (detector boxes wobble by a few pixels between calls).
+                lm = fit_landmarks(rgb, pred)
+            else:
+                lm = face.landmarks
                 rel = _relation(face.box, lm)
         raw.append(lm)
         conf.append(c)
