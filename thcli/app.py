@@ -6,9 +6,14 @@ Heavy libraries (torch, cv2, dlib, c2pa, timm) are imported inside command bodie
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
+
+# On a shared CPU, OpenMP threads that spin-wait slow torch 10-30× (measured: docs/MODEL.md).
+# Set before torch is imported by any command; an explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from thcli import animate, detect, enroll, eval, faces, keys, meta_train, prepare, verify
 
