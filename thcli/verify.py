@@ -52,7 +52,18 @@ def _table(reports: list) -> None:
     for r in reports:
         console.print(f"{r.path.name}: {VERDICT_TEXT[r.verdict]}")
         claims = r.c2pa.claims or {}
-        if claims.get("th"):
-            console.print(f"  claims: {claims.get('digital_source_type')}; th {claims['th']}")
+        facts = claims.get("th") or {}
+        if claims:
+            source = str(claims.get("digital_source_type") or "-").rsplit("/", 1)[-1]
+            signer = (claims.get("signature") or {}).get("common_name") or "-"
+            console.print(f"  source type: {source}; signed by: {signer}")
+        if facts:
+            def short(v: object) -> str:
+                return "-" if v is None else (str(v)[:16] + "…" if len(str(v)) > 20 else str(v))
+
+            console.print(f"  th {facts.get('th_version')}, model {facts.get('model_card_id')} "
+                          f"({short(facts.get('model_sha256'))}), avatar {short(facts.get('avatar_id'))}, "
+                          f"driver {short(facts.get('driver_sha256'))}")
+            console.print(f"  consent: {facts.get('consent_statement') or '-'}")
         for e in r.c2pa.errors[:5]:
             console.print(f"  c2pa: {e}")
