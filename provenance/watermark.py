@@ -1,22 +1,26 @@
 """Invisible, crop- and scale-tolerant watermark for th's generated frames (numpy + OpenCV only).
 
-Design (details and measurements in docs/PROVENANCE.md):
+Design (details, measurements and the false-match calculation in docs/PROVENANCE.md):
 
-* Two carriers in the two chroma planes (BT.601, no offset), where a face carries little texture and the
-  eye is least sensitive; the luma plane is untouched (brightness edits act on it).
-* **Sync (Cr)**: a ``TILE``×``TILE`` tile (at the reference scale: short side = ``REF`` px) repeated over
-  the frame, built in the Fourier domain on a keyed ring of low frequencies (all ring bins carry keyed
-  phases). The frame's own Cr content in those bins is cancelled at embedding (host rejection, capped).
-  The detector sums the Cr residuals of all frames, folds them modulo the tile, and finds the cyclic shift
-  by phase-only correlation (one FFT) over a small grid of scales: a crop is a shift, a resize a scale.
-* **Data (Cb)**: dither-modulation QIM of 16×16 px block means (reference px) on a ``PERIOD``×``PERIOD``
-  grid = 256 features. Each block mean is moved to the lattice ``STEP·Z + dither + bit·STEP/2``; block means
-  of a smooth chroma plane survive H.264 chroma quantisation, resizing and brightness changes. The
-  detector reads the means of the blocks' inner parts (a margin tolerates sub-pixel misregistration) at the
-  geometry given by the sync and sums soft QIM decisions ``cos(2π(mean − dither)/STEP)`` over all frames.
-* Message = 32-bit payload + CRC-24 (56 bits), convolutional code K=7 rate 1/4 (248 bits, soft Viterbi),
-  keyed scrambling and interleaving over the 256 blocks. ``found`` needs the CRC to pass on one of at most
-  ``N_CANDIDATES`` geometries and the sync z-score ≥ ``Z_THRESHOLD``: false-match bound in PROVENANCE.md.
+* Two carriers in the two chroma planes (BT.601), where a face carries little texture and the eye is
+  least sensitive; luma is untouched (brightness edits act on it; marks in Y came back inverted by x264).
+* **Sync (Cb)**: a ``TILE``×``TILE`` tile (at the reference scale: short side = ``REF`` px) repeated over
+  the frame, built in the Fourier domain on a keyed ring of low frequencies (periods 16-51 px), with the
+  frame's own Cb content in those bins cancelled at embedding (host rejection, capped at ``HOST_CAP``).
+  The detector sums the high-passed Cb of all frames, folds it modulo the tile and finds the cyclic shift
+  by phase-only correlation (one FFT) at each scale of a grid: a crop is a shift, a resize a scale.
+* **Data (Cr)**: dither-modulation QIM of the means of 16×16 px blocks (reference px) on a
+  ``PERIOD``×``PERIOD`` grid = 256 features. The inner mean of each block (a ``MARGIN`` px border is
+  ignored, so sub-pixel misregistration and chroma blur do not leak neighbours in) is moved ``ALPHA`` of the
+  way to the nearest point of ``STEP·Z + dither_k + bit_k·STEP/2`` by a block-constant change. QIM rejects
+  the host, so static content (a talking head) does not bias the vote.
+* Geometry: sync peaks give scale and offset modulo TILE; the data grid (period 2·TILE) resolves the
+  ambiguity and refines scale/offset by maximising how well the summed soft QIM decisions fit the nearest
+  code word (Viterbi metric, no CRC involved).
+* Message = 32-bit payload + CRC-24 (56 bits) → convolutional code K=7, rate 1/4 (248 bits, soft Viterbi),
+  keyed scrambling and interleaving over the 256 blocks. Soft decisions ``cos(2π(mean − dither)/STEP)``
+  are summed over all frames of a file. ``found`` = CRC-24 valid on one of at most ``N_CRC_TESTS``
+  decodes per file (the untouched geometry, the search's best).
 """
 
 from __future__ import annotations
@@ -35,29 +39,27 @@ PAYLOAD_BITS = 32
 CRC_BITS = 24
 MESSAGE_BITS = PAYLOAD_BITS + CRC_BITS
 
-# --- sync (Cr) ---
+# --- sync (Cb) ---
 TILE = 128  # sync tile period in reference px
 R_LO, R_HI = 2.5, 8.0  # sync ring, in tile bins (periods 18-64 reference px)
-SYNC_STRENGTH = 1.1  # RMS of the sync tile in Cr levels
-HOST_CAP = 0.6  # max RMS (Cr levels) of the host-cancelling tile
-HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of Cr before folding
+SYNC_STRENGTH = 1.1  # RMS of the sync tile in Cb levels
+HOST_CAP = 0.6  # max RMS (Cb levels) of the host-cancelling tile
+HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of Cb before folding
 Z_THRESHOLD = 3.0  # sync z-score needed (with a valid CRC-24); the false-match bound does not rely on it
 SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.72), np.log(1.06), 0.016)), 4))
 
-# --- data (Cb) ---
+# --- data (Cr) ---
 BLOCK = 16  # block side, reference px
 GRID = 16  # blocks per side of the data period
 PERIOD = BLOCK * GRID  # 256 reference px
 N_FEATURES = GRID * GRID
-STEP = 9.0  # QIM step in Cr levels (distortion RMS STEP/sqrt(12) ≈ 2.6 before the PSNR guard)
+STEP = 9.0  # QIM step in Cr levels
+ALPHA = 0.9  # distortion compensation: move a block mean ALPHA of the way to its lattice point (RMS ≈ 2.3)
 MARGIN = 3  # reference px ignored at each block edge by the detector
 PSNR_FLOOR = 40.6  # per-frame guard: the mark is scaled down on the rare frame that would cost more
 
-_CBCR = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32)
-_CB_TO_RGB = np.array([0.0, -0.344136, 1.772], dtype=np.float32)  # dCb -> dRGB (dY = dCr = 0)
-_CR_TO_RGB = np.array([1.402, -0.714136, 0.0], dtype=np.float32)  # dCr -> dRGB (dY = dCb = 0)
-_TO_RGB = (_CB_TO_RGB, _CR_TO_RGB)
-SYNC_CH, DATA_CH = 0, 1  # sync in Cb, data in Cr
+CR, CB = 1, 2  # channels of OpenCV's YCrCb (BT.601: Cb = 0.564 (B - Y), Cr = 0.713 (R - Y))
+SYNC_CH, DATA_CH = CB, CR  # sync in Cb, data in Cr
 
 
 @dataclass(frozen=True)
@@ -180,10 +182,10 @@ def _ref_shape(height: int, width: int) -> tuple[int, int]:
 
 
 def _chroma(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 2) float32 Cb, Cr (no offset)."""
+    """(H, W, 3) float32 Y, Cr, Cb (BT.601, OpenCV order; chroma offset 0.5): index with CR, CB."""
     import cv2
 
-    return cv2.transform(rgb.astype(np.float32), _CBCR)
+    return cv2.cvtColor(rgb.astype(np.float32), cv2.COLOR_RGB2YCrCb)
 
 
 def _to_ref(plane: np.ndarray) -> np.ndarray:
@@ -246,36 +248,39 @@ def _native_boxes(height: int, width: int):
 
 def _data_plane(cb: np.ndarray, fbits: np.ndarray) -> np.ndarray:
     """Block-constant Cb change moving every block's inner mean onto its bit's QIM lattice."""
-    import cv2
 
     lay = layout()
     y0, y1, x0, x1, cy, cx, k = _native_boxes(*cb.shape)
-    ii = cv2.integral(cb, sdepth=cv2.CV_64F)
+    # inner-box sums: reduceat over [a0, b0, a1, b1, ...] gives [a_i, b_i) sums at even positions
+    ey, ex = np.stack([y0, y1], 1).ravel(), np.stack([x0, x1], 1).ravel()
+    rows = np.add.reduceat(cb[: ey[-1]], ey[:-1], axis=0)[0::2]
+    sums = np.add.reduceat(rows[:, : ex[-1]], ex[:-1], axis=1)[:, 0::2]
     area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
-    mean = (ii[y1][:, x1] - ii[y0][:, x1] - ii[y1][:, x0] + ii[y0][:, x0]) / np.maximum(area, 1)
+    mean = sums / np.maximum(area, 1)
     offset = lay.dither[k] + fbits[k] * (STEP / 2.0)
     target = STEP * np.round((mean - offset) / STEP) + offset
-    d = (target - mean).astype(np.float32)
+    d = (ALPHA * (target - mean)).astype(np.float32)
     return np.repeat(np.repeat(d, cy, axis=0), cx, axis=1)
 
 
 def embed(rgb: np.ndarray, payload_bits: np.ndarray) -> np.ndarray:
     """Return ``rgb`` (uint8 H×W×3) with the mark for ``payload_bits`` (PAYLOAD_BITS of 0/1) added."""
+    import cv2
+
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
     fbits = _feature_bits(_message(payload_bits).tobytes())
-    ch = _chroma(rgb)
-    d_data = _data_plane(np.ascontiguousarray(ch[:, :, DATA_CH]), fbits)
-    d_sync = _sync_plane(np.ascontiguousarray(ch[:, :, SYNC_CH]))
-    delta = d_data[:, :, None] * _TO_RGB[DATA_CH] + d_sync[:, :, None] * _TO_RGB[SYNC_CH]
-    base = rgb.astype(np.float32)
-    out = np.clip(base + delta, 0.0, 255.0)
-    np.rint(out, out=out)
-    mse = float(np.mean((out - base) ** 2))
+    ych = _chroma(rgb)
+    planes = [np.zeros(rgb.shape[:2], np.float32), None, None]
+    planes[DATA_CH] = _data_plane(cv2.extractChannel(ych, DATA_CH), fbits) + np.float32(0.5)
+    planes[SYNC_CH] = _sync_plane(cv2.extractChannel(ych, SYNC_CH)) + np.float32(0.5)
+    delta = cv2.cvtColor(cv2.merge(planes), cv2.COLOR_YCrCb2RGB)  # (0, dCr, dCb) -> dRGB
+    out = cv2.add(rgb, delta, dtype=cv2.CV_8U)  # rounds and saturates
+    mse = cv2.norm(out, rgb, cv2.NORM_L2SQR) / out.size
     limit = 255.0**2 / 10 ** (PSNR_FLOOR / 10)
     if mse > limit:  # rare (e.g. strong host cancellation): scale the whole mark down
-        out = np.rint(np.clip(base + delta * np.sqrt(limit / mse) * 0.97, 0.0, 255.0))
-    return out.astype(np.uint8)
+        out = cv2.add(rgb, delta * np.float32(np.sqrt(limit / mse) * 0.97), dtype=cv2.CV_8U)
+    return out
 
 
 # --- detection --------------------------------------------------------------------------------
@@ -324,15 +329,17 @@ class Accumulator:
         self.frames = 0
 
     def add(self, rgb: np.ndarray) -> None:
+        import cv2
+
         ch = _to_ref(_chroma(rgb))
-        res = _highpass(np.ascontiguousarray(ch[:, :, SYNC_CH]))
+        res = _highpass(cv2.extractChannel(ch, SYNC_CH))
         if self.sum is None:
             self.sum = res.copy()
         elif res.shape == self.sum.shape:
             self.sum += res
         else:
             raise ValueError("all frames of one detection must share a size")
-        self.cb.append(ch[:, :, DATA_CH].astype(np.float16))
+        self.cb.append(cv2.extractChannel(ch, DATA_CH).astype(np.float16))
         self.frames += 1
 
 
@@ -485,14 +492,21 @@ def _decode_soft(soft: np.ndarray) -> tuple[np.ndarray, bool, float]:
     return bits, ok, agree
 
 
+N_CRC_TESTS = 2  # geometries whose decode is CRC-checked per file: untouched, and the search's best
+
+
 def _decide(acc: Accumulator) -> WatermarkResult:
     import cv2
 
     if acc.sum is None:
         return WatermarkResult(False, None, 0.5, 0.0, False, 1.0, (0, 0), 0)
-    z, s, off = _geometry(acc)
-    iis = (cv2.integral(cb.astype(np.float32), sdepth=cv2.CV_64F) for cb in acc.cb)
-    bits, ok, agree = _decode_soft(_soft_sum(iis, acc.cb[0].shape, s, off))
+    z, s_best, off_best = _geometry(acc)
+    ok = False
+    for s, off in dict.fromkeys([(1.0, (0, 0)), (s_best, off_best)]):  # ≤ N_CRC_TESTS decodes per file
+        iis = (cv2.integral(cb.astype(np.float32), sdepth=cv2.CV_64F) for cb in acc.cb)
+        bits, ok, agree = _decode_soft(_soft_sum(iis, acc.cb[0].shape, s, off))
+        if ok:
+            break
     found = ok and z >= Z_THRESHOLD
     return WatermarkResult(
         found=found,
