@@ -88,18 +88,37 @@ def align_crop(
     return crop, M
 
 
+class Paster:
+    """Inverse of ``align_crop`` for a fixed frame size and transform: blends crops back into frames
+    with a feathered square mask (mask and inverse transform computed once, reused per frame)."""
+
+    def __init__(self, frame_shape: tuple[int, int], crop_size: int, M: np.ndarray, feather: float = 0.06) -> None:
+        import cv2
+
+        self.h, self.w = frame_shape[:2]
+        self.Minv = invert_affine(M)
+        mask = np.zeros((crop_size, crop_size), np.float32)
+        pad = max(1, int(feather * crop_size))
+        mask[pad:-pad, pad:-pad] = 1.0
+        mask = cv2.GaussianBlur(mask, (0, 0), pad / 2)
+        self.mask = cv2.warpAffine(mask, self.Minv, (self.w, self.h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT)[..., None]
+        ys, xs = np.nonzero(self.mask[..., 0] > 1e-3)
+        self.roi = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)) if len(ys) else (slice(0, 0), slice(0, 0))
+
+    def __call__(self, frame: np.ndarray, crop: np.ndarray) -> np.ndarray:
+        import cv2
+
+        warped = cv2.warpAffine(crop, self.Minv, (self.w, self.h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT)
+        out = frame.copy()
+        r = self.roi
+        m = self.mask[r]
+        blend = frame[r].astype(np.float32) * (1 - m) + warped[r].astype(np.float32) * m
+        out[r] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+
 def paste_back(frame: np.ndarray, crop: np.ndarray, M: np.ndarray, feather: float = 0.06) -> np.ndarray:
     """Inverse of ``align_crop``: blend ``crop`` back into ``frame`` with a feathered square mask."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    size = crop.shape[0]
-    Minv = invert_affine(M)
-    warped = cv2.warpAffine(crop, Minv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    mask = np.zeros((size, size), np.float32)
-    pad = max(1, int(feather * size))
-    mask[pad:-pad, pad:-pad] = 1.0
-    mask = cv2.GaussianBlur(mask, (0, 0), pad / 2)
-    mask_img = cv2.warpAffine(mask, Minv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
-    out = frame.astype(np.float32) * (1 - mask_img) + warped.astype(np.float32) * mask_img
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return Paster(frame.shape, crop.shape[0], M, feather)(frame, crop)

@@ -72,8 +72,13 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
     return DriverPlan(lm, track.fps, audio, track.faceless, _sha256(path), desc)
 
 
-def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: int = 8) -> Iterator[np.ndarray]:
-    """Yield uint8 RGB frames (out_size²) for each landmark set, ``batch`` at a time."""
+def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: int = 8,
+           paste_into: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Yield uint8 RGB frames (out_size²) for each landmark set, ``batch`` at a time.
+
+    ``paste_into`` = (photo, affine photo→crop): each generated crop is blended back into the full
+    photo instead (output = the photo's size), so the result is not only the face crop.
+    """
     import cv2
     import torch
 
@@ -81,9 +86,17 @@ def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: i
     from synth.model import images_to_tensor, tensor_to_images
 
     s = model.image_size
+    paster = None
+    if paste_into is not None:
+        from synth.align import Paster
+
+        paster = Paster(paste_into[0].shape, s, paste_into[1])
     for i in range(0, len(landmarks), batch):
         y = images_to_tensor(np.stack([draw_landmarks(lm, s) for lm in landmarks[i:i + batch]]), model.device)
         with torch.no_grad():
             frames = tensor_to_images(model.generate(y, psi=psi, generator=generator))
         for f in frames:
-            yield f if out_size == s else cv2.resize(f, (out_size, out_size), interpolation=cv2.INTER_CUBIC)
+            if paster is not None and paste_into is not None:
+                yield paster(paste_into[0], f)
+            else:
+                yield f if out_size == s else cv2.resize(f, (out_size, out_size), interpolation=cv2.INTER_CUBIC)

@@ -18,6 +18,21 @@ from synth.errors import UserError
 
 AVATAR_FORMAT = "th-avatar"
 AVATAR_FORMAT_VERSION = 1
+MAX_PHOTO_SIDE = 1024  # the photo kept for full-frame output is downscaled to this
+
+
+def _shrink_photo(photo: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Downscale a large photo (and compose the crop transform) so avatar files stay small."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    k = min(1.0, MAX_PHOTO_SIDE / max(h, w))
+    if k < 1.0:
+        photo = cv2.resize(photo, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        affine = affine.copy()
+        affine[:, :2] /= k
+    # yuv420p video needs even sides
+    return photo[: photo.shape[0] // 2 * 2, : photo.shape[1] // 2 * 2], affine
 
 
 @dataclass
@@ -28,6 +43,8 @@ class Avatar:
     landmarks: np.ndarray  # float32 (68, 2): the avatar's neutral landmarks, crop pixels at model size
     source: np.ndarray  # uint8 (S, S, 3): the first shot's aligned crop at model size
     meta: dict  # name, photos_sha256, base_model_id, base_model_sha256, steps, consent, created, ...
+    photo: np.ndarray | None = None  # uint8 (H, W, 3): the first photo (≤ MAX_PHOTO_SIDE), for full-frame output
+    photo_affine: np.ndarray | None = None  # (2, 3): photo pixels → crop pixels at model size
 
     @property
     def avatar_id(self) -> str:
@@ -40,6 +57,14 @@ class Avatar:
         tensors = dict(self.tensors)
         tensors["avatar/landmarks"] = torch.from_numpy(self.landmarks.astype(np.float32))
         tensors["avatar/source"] = torch.from_numpy(np.ascontiguousarray(self.source))
+        if self.photo is not None and self.photo_affine is not None:
+            import cv2
+
+            photo, affine = _shrink_photo(self.photo, self.photo_affine)
+            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            if ok:  # a real photo (not generated), kept compressed
+                tensors["avatar/photo_jpeg"] = torch.from_numpy(jpg.reshape(-1).copy())
+                tensors["avatar/photo_affine"] = torch.from_numpy(affine.astype(np.float64))
         meta = {"format": AVATAR_FORMAT, "format_version": str(AVATAR_FORMAT_VERSION), "meta": json.dumps(self.meta)}
         with atomic_path(path, force=force) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
@@ -68,9 +93,19 @@ class Avatar:
             raise UserError(
                 f"{path}: made for base model {meta.get('base_model_id')} ({str(meta.get('base_model_sha256'))[:12]}…), "
                 f"not the loaded one ({base_model_sha256[:12]}…); re-enroll or pass that --model")
-        lm = tensors.pop("avatar/landmarks").numpy()
-        src = tensors.pop("avatar/source").numpy()
-        return Avatar(tensors, lm, src, meta)
+        try:
+            lm = tensors.pop("avatar/landmarks").numpy()
+            src = tensors.pop("avatar/source").numpy()
+        except KeyError as e:
+            raise UserError(f"{path}: avatar file is missing {e}") from e
+        photo, affine = None, None
+        if "avatar/photo_jpeg" in tensors:
+            import cv2
+
+            bgr = cv2.imdecode(tensors.pop("avatar/photo_jpeg").numpy(), cv2.IMREAD_COLOR)
+            affine = tensors.pop("avatar/photo_affine").numpy()
+            photo = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr is not None else None
+        return Avatar(tensors, lm, src, meta, photo=photo, photo_affine=affine)
 
 
 def _safetensors_header(path: Path) -> dict:

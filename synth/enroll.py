@@ -24,6 +24,8 @@ class Shots:
     landmarks: np.ndarray  # float32 (K, 68, 2) crop pixels
     sha256: list[str]
     notes: list[str]
+    photo: np.ndarray | None = None  # uint8 (H, W, 3): the first photo, for full-frame output
+    photo_affine: np.ndarray | None = None  # (2, 3): first photo → crop at model size
 
 
 def load_shots(photos: list[Path], size: int, face_index: int | None = None) -> Shots:
@@ -36,16 +38,19 @@ def load_shots(photos: list[Path], size: int, face_index: int | None = None) -> 
         raise UserError("give at least one photo")
     det = FaceDetector()
     crops, lms, shas, notes = [], [], [], []
+    photo, photo_affine = None, None
     for p in photos:
         rgb = read_image(p)
         face, note = pick_face(det.detect(rgb, thorough=True), face_index, what=str(p))
         if note:
             notes.append(note)
         crop, M = align_crop(rgb, face.landmarks, size=size)
+        if photo is None:
+            photo, photo_affine = rgb, M
         crops.append(crop)
         lms.append(apply_affine(face.landmarks, M))
         shas.append(hashlib.sha256(Path(p).read_bytes()).hexdigest())
-    return Shots(np.stack(crops), np.stack(lms).astype(np.float32), shas, notes)
+    return Shots(np.stack(crops), np.stack(lms).astype(np.float32), shas, notes, photo, photo_affine)
 
 
 def enroll(
@@ -81,7 +86,8 @@ def enroll(
         "enroll_seconds": round(time.perf_counter() - t0, 2),
         "final_losses": {k: round(float(v), 4) for k, v in final.items()},
     }
-    return Avatar(params.tensors(), shots.landmarks[0].copy(), shots.crops[0].copy(), meta)
+    return Avatar(params.tensors(), shots.landmarks[0].copy(), shots.crops[0].copy(), meta,
+                  photo=shots.photo, photo_affine=shots.photo_affine)
 
 
 def preview_grid(model, avatar: Avatar, shots: Shots, max_rows: int = 8) -> np.ndarray:

@@ -133,3 +133,20 @@ def test_bad_avatars_and_photos(tmp_path, tiny_model, clip_parts, prepared3):
     assert (tmp_path / "exists.mp4").read_bytes() == b"keep"
     assert "built-in motion" in one_line(run_th("animate", good, "dance", "-o", tmp_path / "d.mp4", "--model", tiny_model))
     assert not list(tmp_path.glob("*.part*"))
+
+
+def test_full_frame_output_is_the_photo_with_the_face_animated(tmp_path, tiny_model, astronaut):
+    photo = tmp_path / "astro.png"
+    write_image(photo, astronaut)
+    avatar = tmp_path / "a.avatar"
+    assert run_th("enroll", photo, "-o", avatar, "--steps", "0", "--model", tiny_model).returncode == 0
+    out = tmp_path / "full.mp4"
+    r = run_th("animate", avatar, "talk", "-o", out, "--model", tiny_model, "--full-frame", "--seconds", "1")
+    assert r.returncode == 0, r.stderr
+    info = probe(out)
+    assert (info.width, info.height) == (512, 512) and info.frames == 25
+    frame = next(iter_frames(out))
+    # Far from the face the photo is untouched (up to H.264 and the watermark).
+    corner = np.abs(frame[400:, :100].astype(int) - astronaut[400:, :100].astype(int)).mean()
+    assert corner < 6
+    assert run_th("verify", out).returncode == 0

@@ -16,6 +16,7 @@ def animate(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output .mp4 (watermarked + C2PA-signed).")],
     absolute: Annotated[bool, typer.Option("--absolute", help="Use the driver's landmarks directly (the paper's way; the driver's face shape leaks).")] = False,
     size: Annotated[int, typer.Option(help="Output side in pixels (the model renders at its own size; larger is upscaled).")] = 256,
+    full_frame: Annotated[bool, typer.Option("--full-frame", help="Blend the animated face back into the avatar's whole first photo (output = the photo's size) instead of the face crop.")] = False,
     seconds: Annotated[float, typer.Option(help="Length of a built-in motion.")] = 4.0,
     fps: Annotated[float, typer.Option(help="Frame rate of a built-in motion (videos and tracks keep theirs).")] = 25.0,
     neutral: Annotated[int | None, typer.Option(help="Driver frame taken as neutral for relative motion (default: the first with a face).")] = None,
@@ -79,8 +80,14 @@ def animate(
                   console=console) as progress:
         task = progress.add_task("", total=n)
 
+        paste = None
+        if full_frame:
+            if av.photo is None or av.photo_affine is None:
+                raise UserError(f"{avatar}: this avatar keeps no photo for --full-frame; re-enroll it")
+            paste = (av.photo, av.photo_affine)
+
         def frames():
-            for f in render(net, gen, params.psi, plan.landmarks, size):
+            for f in render(net, gen, params.psi, plan.landmarks, size, paste_into=paste):
                 progress.advance(task)
                 yield f
 
