@@ -83,6 +83,8 @@ def detector_score(path: Path) -> dict | None:
     if not assets.is_dir() or not any(p.name.endswith(".safetensors") for p in assets.iterdir()):
         return None
     result = score_file(path)
+    if hasattr(result, "to_dict"):  # detect.FileScore
+        return result.to_dict()
     return result if isinstance(result, dict) else {"score": result}
 
 

@@ -1,0 +1,224 @@
+"""Train the detector: build the data (detect.data), fit a timm backbone, calibrate, write weights + card.
+
+The recipe, top to bottom: identity splits → real + generated crops (with real H.264 on a share) →
+``steps`` of AdamW on class-balanced batches with in-the-wild augmentation (seeded per step) →
+threshold at ``fpr`` false positives on the held-out *val* identities' real frames → metrics on the
+*test* identities (raw and after H.264) → ``th-detector.safetensors`` + ``th-detector.card.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detect import metrics
+from detect.data import Samples, augment, build_samples, split_identities
+from detect.model import DEFAULT_ARCH, DEFAULT_INPUT, Detector, DetectorSpec, build_network
+from synth.errors import UserError
+
+CARD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a detector training run (stored in the card)."""
+
+    prepared: str
+    models: tuple[str, ...]
+    arch: str = DEFAULT_ARCH
+    input_size: int = DEFAULT_INPUT
+    steps: int = 500
+    batch: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    fpr: float = 0.01
+    val_fraction: float = 0.2
+    test_identities: tuple[str, ...] = ()
+    fake_frames: int = 16
+    finetune_every: int = 12
+    finetune_steps: int = 6
+    test_crf: int = 28
+    notes: list[str] = field(default_factory=list)
+
+
+def default_generators(run_dir: Path = Path("runs/cpu")) -> list[Path]:
+    """The bundled default model (if this install has it) plus the checkpoints of ``run_dir``."""
+    from synth.bundled import DEFAULT_MODEL
+    from synth.checkpoint import list_checkpoints
+
+    bundled = Path(__file__).resolve().parents[1] / "synth" / "assets" / DEFAULT_MODEL
+    return ([bundled] if bundled.is_file() else []) + list_checkpoints(run_dir)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def lr_at(step: int, total: int, base: float, warmup: int = 30) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def batch_indices(real: np.ndarray, fake: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Half real, half fake: the classes are balanced whatever the sample counts."""
+    return np.concatenate([rng.choice(real, batch // 2), rng.choice(fake, batch - batch // 2)])
+
+
+def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], None]) -> list[dict[str, float]]:
+    """``cfg.steps`` AdamW steps on the train split (binary cross-entropy on one logit)."""
+    import torch
+
+    tr = data.split == "train"
+    real = np.flatnonzero(tr & (data.label == 0))
+    fake = np.flatnonzero(tr & (data.label == 1))
+    if len(real) == 0 or len(fake) == 0:
+        raise UserError("the train split needs both real and generated frames")
+    net = det.net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = []
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        rng = np.random.default_rng([cfg.seed, step])  # per-step reseeding: deterministic from (seed, step)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        idx = batch_indices(real, fake, cfg.batch, rng)
+        crops = np.stack([augment(data.crops[i], rng) for i in idx])
+        y = torch.from_numpy(data.label[idx]).float()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.steps, cfg.lr)
+        logits = det.logits(det.to_tensor(crops))  # (B,)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        acc = float(((logits > 0).float() == y).float().mean())
+        history.append({"bce": loss.item(), "acc": acc})
+        if (step + 1) % 25 == 0 or step + 1 == cfg.steps:
+            recent = history[-25:]
+            log(f"step {step + 1}/{cfg.steps} bce={np.mean([h['bce'] for h in recent]):.4f} "
+                f"acc={np.mean([h['acc'] for h in recent]):.3f} {time.perf_counter() - t0:.0f}s")
+    det.net.eval()
+    return history
+
+
+def evaluate(det: Detector, data: Samples, fpr: float, test_crf: int) -> dict:
+    """Calibrate on val real frames (no augmentation), report val and test (raw / H.264) metrics."""
+    probs = np.full(len(data.label), np.nan)
+    held = data.split != "train"
+    probs[held] = det.probabilities(data.crops[held])
+    h264 = np.array([":h264" in s for s in data.source])
+    val = data.split == "val"
+    threshold = metrics.threshold_at_fpr(probs[val & (data.label == 0)], fpr)
+    out: dict = {"threshold": threshold, "calibrated_on": f"val real frames (raw + H.264), {fpr:g} FPR"}
+    sets = {
+        "val": val,
+        "test_raw": (data.split == "test") & ~h264,
+        f"test_h264_crf{test_crf}": (data.split == "test") & h264,
+    }
+    for name, m in sets.items():
+        out[name] = metrics.summary(probs[m & (data.label == 0)], probs[m & (data.label == 1)], threshold, fpr)
+    return out
+
+
+def load_or_build(out_dir: Path, cfg: TrainConfig, split, log: Callable[[str], None]) -> tuple[Samples, str]:
+    """The dataset, cached in ``out_dir`` under a key of everything that shapes it (re-running reuses it)."""
+    key_src = json.dumps({"prepared": cfg.prepared, "models": [file_sha256(Path(m)) for m in cfg.models],
+                          "input": cfg.input_size, "seed": cfg.seed, "split": asdict(split)["test"],
+                          "val": asdict(split)["val"], "fake_frames": cfg.fake_frames,
+                          "ft": [cfg.finetune_every, cfg.finetune_steps], "crf": cfg.test_crf}, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    cache = out_dir / f"samples-{key}.npz"
+    if cache.is_file():
+        log(f"reusing generated data {cache}")
+        with np.load(cache, allow_pickle=False) as z:
+            return Samples(z["crops"], z["label"], z["split"].astype(object), z["clip"].astype(object),
+                           z["source"].astype(object)), key
+    data = build_samples(Path(cfg.prepared), [Path(m) for m in cfg.models], split, cfg.input_size, cfg.seed,
+                         fake_frames=cfg.fake_frames, finetune_every=cfg.finetune_every,
+                         finetune_steps=cfg.finetune_steps, test_crf=cfg.test_crf, log=log)
+    from synth.atomic import atomic_path
+
+    with atomic_path(cache, force=True) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, crops=data.crops, label=data.label, split=data.split.astype(str), clip=data.clip.astype(str),
+                 source=data.source.astype(str))
+    return data, key
+
+
+def train(out_dir: Path, cfg: TrainConfig, command: str, force: bool = False,
+          log: Callable[[str], None] = print) -> dict:
+    """The whole recipe (module docstring); returns the card it wrote."""
+    import torch
+
+    from synth.atomic import atomic_write_bytes, check_writable
+    from synth.shards import read_index
+
+    out_dir = Path(out_dir)
+    weights = out_dir / "th-detector.safetensors"
+    card_path = out_dir / "th-detector.card.json"
+    check_writable(weights, force)
+    check_writable(card_path, force)
+    if not cfg.models:
+        raise UserError("no generator to make fakes with: pass --model PATH (a th model or checkpoint)")
+    for m in cfg.models:
+        if not Path(m).is_file():
+            raise UserError(f"--model {m}: no such file")
+    index = read_index(cfg.prepared)
+    identities = [c["identity"] for c in index["clips"]]
+    split = split_identities(identities, list(cfg.test_identities), cfg.val_fraction, cfg.seed)
+    if not split.test or not split.val or not split.train:
+        raise UserError(f"identity split left a set empty (train {len(split.train)}, val {len(split.val)}, "
+                        f"test {len(split.test)}): need more identities in {cfg.prepared}")
+    log(f"identities: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
+    t0 = time.perf_counter()
+    data, data_key = load_or_build(out_dir, cfg, split, log)
+    t_data = time.perf_counter() - t0
+    log(f"data: {data.counts()} in {t_data:.0f}s")
+    torch.manual_seed(cfg.seed)
+    spec = DetectorSpec.for_arch(cfg.arch, cfg.input_size)
+    det = Detector(spec, build_network(spec))
+    t1 = time.perf_counter()
+    history = fit(det, data, cfg, log)
+    t_fit = time.perf_counter() - t1
+    results = evaluate(det, data, cfg.fpr, cfg.test_crf)
+    det = Detector(DetectorSpec(**{**asdict(spec), "threshold": results["threshold"]}), det.net)
+    sha = det.save(weights, force=force)
+    n_params = sum(p.numel() for p in det.net.parameters())
+    card = {
+        "card_version": CARD_VERSION,
+        "id": f"th-detector-{sha[:12]}",
+        "weights": weights.name,
+        "sha256": sha,
+        "timm_arch": spec.arch,
+        "pretrained": False,
+        "params": n_params,
+        "input": {"size": spec.input_size, "crop": "synth.align canonical crop (crop_box of the frame's 68 landmarks)",
+                  "mean": spec.mean, "std": spec.std, "normalisation": "timm resolve_data_config(model) mean/std"},
+        "threshold": results["threshold"],
+        "aggregate": spec.aggregate,
+        "command": command,
+        "config": asdict(cfg),
+        "data": {"prepared": cfg.prepared, "cache_key": data_key, "counts": data.counts(),
+                 "sources": {s: int((data.source == s).sum()) for s in sorted(set(data.source))},
+                 "generators": [{"path": m, "sha256": file_sha256(Path(m))} for m in cfg.models],
+                 "watermark": "fakes are raw generator output (no watermark); the watermark is not a cue"},
+        "splits": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
+        "metrics": results,
+        "final_train": {k: round(float(np.mean([h[k] for h in history[-25:]])), 4) for k in ("bce", "acc")},
+        "seconds": {"data": round(t_data, 1), "fit": round(t_fit, 1)},
+        "torch_threads": torch.get_num_threads(),
+    }
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode(), force=force)
+    return card

@@ -1,0 +1,144 @@
+"""The bundled detector: it loads, separates real frames from our generator's, is deterministic, and
+`th detect` reports bad input in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, shared_path
+
+REAL_CLIP = "clips/PC-AVS__00098.mp4"  # david_beckham: a test identity (models/dev_identities.txt)
+DRIVER_CLIP = "clips/SadTalker__WDA_KatieHill_000.mp4"  # katie_hill: also held out
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from detect.model import Detector, has_bundled_weights
+
+    if not has_bundled_weights():
+        pytest.skip("no bundled detector weights in detect/assets")
+    return Detector.load()
+
+
+def generator_path() -> Path:
+    """The bundled default generator, else the generator the bundled detector was trained on (if here)."""
+    default = ROOT / "synth" / "assets" / "th-cpu-default.safetensors"
+    if default.is_file():
+        return default
+    card = json.loads((ROOT / "detect" / "assets" / "th-detector.card.json").read_text())
+    for m in card["config"]["models"]:
+        if (ROOT / m).is_file():
+            return ROOT / m
+    pytest.skip("no generator here: synth/assets/th-cpu-default.safetensors is not committed yet")
+
+
+def clip_crops(rel: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """n canonical crops of a real clip (at ``size``) and their landmarks in crop pixels."""
+    from synth.align import align_crop, apply_affine, clip_box
+    from synth.faces import FaceDetector
+    from synth.video import iter_frames
+
+    det = FaceDetector()
+    frames = list(iter_frames(shared_path(rel), every=5, max_frames=n))
+    lms = [det.detect(f)[0].landmarks for f in frames]
+    box = clip_box(np.stack(lms))
+    crops, out_lm = [], []
+    for f, lm in zip(frames, lms):
+        c, M = align_crop(f, box=box, size=size)
+        crops.append(c)
+        out_lm.append(apply_affine(lm, M))
+    return np.stack(crops), np.stack(out_lm)
+
+
+def test_card_matches_bundled_weights(detector):
+    card = json.loads((ROOT / "detect" / "assets" / "th-detector.card.json").read_text())
+    assert card["sha256"] == detector.sha256
+    assert card["timm_arch"] == detector.spec.arch and card["pretrained"] is False
+    assert abs(card["threshold"] - detector.spec.threshold) < 1e-9
+    assert (ROOT / "detect" / "assets" / "th-detector.safetensors").stat().st_size < 10_000_000
+
+
+def test_separates_generated_from_real(detector):
+    import torch
+
+    from detect.data import generate_fakes, resize_to
+    from synth.model import TalkingHeadModel
+
+    torch.set_num_threads(1)
+    net = TalkingHeadModel.load(generator_path())
+    real, real_lm = clip_crops(REAL_CLIP, 8, 256)
+    _, drv_lm = clip_crops(DRIVER_CLIP, 8, 256)
+    fake = generate_fakes(net, real, real_lm, drv_lm, k_shot=4, steps=0, seed=0)
+    p_real = detector.probabilities(resize_to(real, detector.spec.input_size))
+    p_fake = detector.probabilities(resize_to(fake, detector.spec.input_size))
+    assert np.median(p_fake) > detector.spec.threshold >= np.median(p_real), (p_real, p_fake)
+    assert p_fake.mean() > p_real.mean() + 0.5
+
+
+def test_scores_are_deterministic(detector):
+    from detect import score_file
+
+    clip = shared_path(REAL_CLIP)
+    a = score_file(clip, detector, max_frames=6)
+    b = score_file(clip, detector, max_frames=6)
+    assert a.frame_scores == b.frame_scores and a.score == b.score
+    assert a.faces == 6 and a.score is not None and not a.synthetic
+
+
+def test_save_load_round_trip(detector, tmp_path):
+    from detect.model import Detector
+
+    x = np.random.default_rng(0).integers(0, 255, (3, detector.spec.input_size, detector.spec.input_size, 3),
+                                          dtype=np.uint8)
+    detector.save(tmp_path / "d.safetensors")
+    again = Detector.load(tmp_path / "d.safetensors")
+    assert again.spec == detector.spec
+    assert np.array_equal(again.probabilities(x), detector.probabilities(x))
+
+
+def test_cli_json_plot_and_image(detector, th, tmp_path):
+    clip = shared_path(REAL_CLIP)
+    photo = shared_path("portraits/CodeFormer__067_David_Beckham_00.png")
+    plot = tmp_path / "scores.png"
+    r = th("detect", clip, photo, "--json", "--plot", plot, "--max-frames", "4", "--threads", "1")
+    assert r.returncode in (0, 1), r.stderr
+    data = json.loads(r.stdout)
+    assert [len(d["frame_scores"]) for d in data] == [4, 1]
+    assert all(d["score"] is not None and d["threshold"] == round(detector.spec.threshold, 4) for d in data)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "plot-suffix"])
+def test_cli_bad_inputs_one_line(th, tmp_path, case):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n")
+    args = {"missing": [tmp_path / "nope.mp4"], "text": [bad], "plot-suffix": [bad, "--plot", tmp_path / "p.txt"]}[case]
+    r = th("detect", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("th: error:"), r.stderr
+
+
+def test_library_bad_inputs(detector, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from detect import score_file
+    from detect.model import Detector
+    from synth.errors import UserError
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image\n")
+    for path in (tmp_path, tmp_path / "nope.mp4", bad):
+        with pytest.raises(UserError):
+            score_file(path, detector)
+    with pytest.raises(UserError, match="not a th detector"):
+        Detector.load(bad)
+    other = tmp_path / "other.safetensors"  # valid safetensors, but not detector weights
+    save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "something-else"})
+    with pytest.raises(UserError, match="not th detector weights"):
+        Detector.load(other)
