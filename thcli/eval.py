@@ -67,7 +67,8 @@ def eval_cmd(
         raise UserError("--steps must be ≥ 0 and --frames ≥ 2")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
-    check_writable(out / "report.json", force)
+    for name in ("report.json", "report.md", "plot.png", *(p.name for p in out.glob("strip_*.png"))):
+        check_writable(out / name, force)  # refuse before hours of work, not after
     model_path = resolve_model(model)
     jobs = ev.collect_clips(clips, _identities(identities), per_identity)
     warning = ev.check_identities(jobs, model_path, allow_train_identities)
