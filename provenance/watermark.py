@@ -379,6 +379,7 @@ def _sync_peaks(acc: Accumulator, top: int = 3) -> list[tuple[float, float, tupl
 
 Z_CLEAR = 8.0  # a native-scale sync peak this clear skips the scale search
 REFINE_FRAMES = 40  # frames (spread over the clip) used by the data-aided geometry refinement
+SEARCH_PEAKS = 8  # sync peaks (distinct scales) whose 4 data offsets start the data-aided search
 
 
 def _candidates(scale: float, shift: tuple[int, int]) -> list[tuple[float, tuple[int, int]]]:
@@ -394,7 +395,7 @@ def _geometry(acc: Accumulator) -> tuple[float, float, tuple[int, int]]:
     code word (``_code_fit``) — a CRC-free metric, so the search adds no CRC trials."""
     import cv2
 
-    peaks = _sync_peaks(acc, top=len(SCALES))  # every scale's peak is a start: the sync may be weak
+    peaks = _sync_peaks(acc, top=SEARCH_PEAKS)  # the sync may be weak: several peaks are starts
     z = peaks[0][0]
     step = max(1, len(acc.cb) // REFINE_FRAMES)
     iis = [cv2.integral(cb.astype(np.float32), sdepth=cv2.CV_64F) for cb in acc.cb[::step]]
