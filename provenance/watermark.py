@@ -56,6 +56,7 @@ N_FEATURES = GRID * GRID
 STEP = 9.0  # QIM step in Cr levels
 ALPHA = 0.9  # distortion compensation: move a block mean ALPHA of the way to its lattice point (RMS ≈ 2.3)
 MARGIN = 3  # reference px ignored at each block edge by the detector
+MIN_DATA_SIDE = 64  # px; smaller frames get the sync only
 PSNR_FLOOR = 40.6  # per-frame guard: the mark is scaled down on the rare frame that would cost more
 
 CR, CB = 1, 2  # channels of OpenCV's YCrCb (BT.601: Cb = 0.564 (B - Y), Cr = 0.713 (R - Y))
@@ -235,10 +236,10 @@ def _native_boxes(height: int, width: int):
         i = np.arange(int(np.ceil(n / (BLOCK * s))))
         e0 = np.minimum(np.round(i * BLOCK * s).astype(int), n)
         e1 = np.minimum(np.round((i + 1) * BLOCK * s).astype(int), n)
-        a = np.minimum(np.round((i * BLOCK + MARGIN) * s).astype(int), n)
-        b = np.minimum(np.round((i * BLOCK + BLOCK - MARGIN) * s).astype(int), n)
-        b = np.maximum(b, np.minimum(a + 1, e1))
-        return a, b, e1 - e0, i % GRID
+        a = np.minimum(np.round((i * BLOCK + MARGIN) * s).astype(int), n - 1)
+        b = np.clip(np.round((i * BLOCK + BLOCK - MARGIN) * s).astype(int), a + 1, n)
+        keep = e1 > e0  # tiny frames: blocks narrower than a pixel vanish
+        return a[keep], b[keep], (e1 - e0)[keep], i[keep] % GRID
 
     y0, y1, cy, by = axis(height)
     x0, x1, cx, bx = axis(width)
@@ -249,6 +250,8 @@ def _native_boxes(height: int, width: int):
 def _data_plane(cb: np.ndarray, fbits: np.ndarray) -> np.ndarray:
     """Block-constant Cb change moving every block's inner mean onto its bit's QIM lattice."""
 
+    if min(cb.shape) < MIN_DATA_SIDE:  # too small to carry the blocks: sync only
+        return np.zeros(cb.shape, np.float32)
     lay = layout()
     y0, y1, x0, x1, cy, cx, k = _native_boxes(*cb.shape)
     # inner-box sums: reduceat over [a0, b0, a1, b1, ...] gives [a_i, b_i) sums at even positions
