@@ -49,6 +49,15 @@ def test_real_frames_psnr_and_round_trip():
     assert not wm.detect(frames).found
 
 
+@pytest.mark.parametrize("shape", [(70, 90), (255, 340), (513, 511), (720, 1280)])
+def test_odd_sizes_round_trip(shape):
+    rng = np.random.default_rng(0)
+    base = np.full(shape + (3,), 120, np.uint8) + rng.integers(0, 20, shape + (3,), dtype=np.uint8)
+    marked = wm.embed(base, wm.payload_to_bits("0badf00d"))
+    assert wm.psnr(base, marked) >= 40.5 and wm.detect([marked]).payload == "0badf00d"
+    assert wm.embed(np.zeros((3, 5, 3), np.uint8), wm.payload_to_bits("0badf00d")).shape == (3, 5, 3)
+
+
 @needs_data
 def test_jpeg75_single_image():
     bits = wm.payload_to_bits("12345678")
