@@ -1,7 +1,8 @@
 """The numbers of docs/DETECTOR.md that need files: foreign fakes vs held-out real clips, watermarked th
 outputs (as written by th's own write path, then re-encoded at CRF 28), and per-frame throughput.
 
-Run: ``python -m detect.evaluate CARD.json OUT.json [--shared ../shared/data]`` (single-threaded).
+Run: ``python -m detect.evaluate CARD.json OUT.json [--shared ../shared/data]`` (single-threaded);
+``python -m detect.evaluate --backbones`` prints the backbone comparison of docs/DETECTOR.md.
 Foreign fakes (MANIFEST kind=foreign_fake) are never used for training.
 """
 
@@ -92,6 +93,40 @@ def throughput(det: Detector, sample: Path) -> dict:
             "file_sample": sample.name, "frames_scored": len(r.frame_scores)}
 
 
+BACKBONES = ("mobilenetv3_small_050", "mobilenetv3_small_100", "regnetx_002", "ghostnet_050", "resnet10t",
+             "efficientnet_b0")
+
+
+def compare_backbones(archs: tuple[str, ...] = BACKBONES, size: int = 128, batch: int = 16) -> list[dict]:
+    """Params and single-thread ms/frame (inference at batch ``batch``, and one training step) per timm arch."""
+    import timm
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for arch in archs:
+        net = timm.create_model(arch, pretrained=False, num_classes=1).eval()
+        x = torch.randn(batch, 3, size, size)
+        with torch.no_grad():
+            net(x)
+            t = time.perf_counter()
+            for _ in range(3):
+                net(x)
+            infer = (time.perf_counter() - t) / (3 * batch) * 1000
+        net.train()
+        opt = torch.optim.AdamW(net.parameters())
+        t = time.perf_counter()
+        for _ in range(2):
+            loss = net(x).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        train = (time.perf_counter() - t) / (2 * batch) * 1000
+        rows.append({"arch": arch, "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
+                     "infer_ms_per_frame": round(infer, 1), "train_ms_per_frame": round(train, 1)})
+    return rows
+
+
 def run(card_path: Path, out_json: Path, shared: Path) -> dict:
     from synth.atomic import atomic_write_bytes
     from synth.device import set_threads
@@ -115,5 +150,9 @@ def run(card_path: Path, out_json: Path, shared: Path) -> dict:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args == ["--backbones"]:
+        for row in compare_backbones():
+            print(json.dumps(row))
+        sys.exit(0)
     shared_dir = Path(args[args.index("--shared") + 1]) if "--shared" in args else Path("../shared/data")
     print(json.dumps(run(Path(args[0]), Path(args[1]), shared_dir), indent=2))
