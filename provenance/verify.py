@@ -66,7 +66,7 @@ class Report:
         }
 
 
-def detector_score(path: Path) -> dict | None:
+def detector_score(path: Path, max_frames: int | None = None) -> dict | None:
     """The detector hook: ``detect.score_file(path)`` when the detect package has it and bundled
     weights; otherwise None (no detector yet)."""
     import importlib
@@ -82,7 +82,7 @@ def detector_score(path: Path) -> dict | None:
     assets = importlib.resources.files("detect") / "assets"
     if not assets.is_dir() or not any(p.name.endswith(".safetensors") for p in assets.iterdir()):
         return None
-    result = score_file(path)
+    result = score_file(path) if max_frames is None else score_file(path, max_frames=max_frames)
     if hasattr(result, "to_dict"):  # detect.FileScore
         return result.to_dict()
     return result if isinstance(result, dict) else {"score": result}
@@ -137,7 +137,7 @@ def verify_file(path: Path | str, trust: list[Path] | None = None, max_frames: i
     matches = None
     if c2pa_report.payload is not None and mark.found:
         matches = mark.payload == c2pa_report.payload
-    detector = detector_score(path)
+    detector = detector_score(path, max_frames=min(max_frames, 64))  # a median over 64 frames is stable
     verdict = verdict_for(c2pa_report.state, mark.found, matches, detector)
     return Report(path, verdict, c2pa_report, mark, matches, detector, roots)
 
