@@ -4,7 +4,9 @@ Real: every frame of a prepared clip (``th prepare``: canonical crops, synth.ali
 detector's input. Fake: each clip's person is enrolled from ``k_shot`` of its own frames (feed-forward,
 or fine-tuned for a few steps) with one of the generator checkpoints and driven by another clip's
 landmarks (relative motion transfer, as ``th animate`` does); frames come straight from the generator
-(library level: no watermark, no file). A share of clips of both classes additionally goes through a
+(library level: no watermark, no file). Two further fake kinds stand in for other tools' output: the
+same motion made by piecewise-affine warping of a real frame, and the generated face blended into the
+person's real frames (real background, synthetic face). A share of clips of both classes additionally goes through a
 real H.264 encode (libx264 at several CRFs, at th's default 256 px output size) so compression is not
 only simulated by the per-frame JPEG proxy of ``augment``.
 Splits are by identity: no person is in two of train / val (threshold calibration) / test.
@@ -96,9 +98,15 @@ def h264_roundtrip(frames: np.ndarray, crf: int, size: int = 256, fps: float = 2
 
 
 def generate_fakes(model, frames: np.ndarray, landmarks: np.ndarray, driver_landmarks: np.ndarray,
-                   k_shot: int, steps: int, seed: int, n_frames: int | None = None) -> np.ndarray:
+                   k_shot: int, steps: int, seed: int, n_frames: int | None = None,
+                   self_driven: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One person's fake frames at the model's size: enroll from ``k_shot`` of ``frames`` (prepared crops
-    + landmarks in their pixels), then render the driver's motion transferred onto that person."""
+    + landmarks in their pixels), then render the driver's motion transferred onto that person.
+
+    Returns (frames (T,s,s,3), their landmarks (T,68,2) in those frames' pixels). With ``self_driven`` = n,
+    n more frames follow, driven by the person's own landmarks of n evenly spread real frames (for
+    blending into those frames), and their landmarks are those real frames' landmarks.
+    """
     from synth.animate import render
     from synth.finetune import finetune
     from synth.motion import relative_transfer
@@ -113,8 +121,52 @@ def generate_fakes(model, frames: np.ndarray, landmarks: np.ndarray, driver_land
     lm = relative_transfer(avatar_lm, drv, neutral=0)
     if n_frames is not None and n_frames < len(lm):
         lm = lm[np.linspace(0, len(lm) - 1, n_frames).round().astype(int)]
+    if self_driven:
+        own = np.linspace(0, len(frames) - 1, self_driven).round().astype(int)
+        lm = np.concatenate([lm, landmarks[own] * k]).astype(np.float32)
     gen = params.generator_module(model)
-    return np.stack(list(render(model, gen, params.psi, lm, s)))
+    return np.stack(list(render(model, gen, params.psi, lm, s))), lm
+
+
+def face_mask(landmarks: np.ndarray, size: int, feather: float = 0.04) -> np.ndarray:
+    """float32 (size, size, 1) soft mask of the face: convex hull of the landmarks (brows lifted to cover
+    the forehead), feathered — the region a face-swap or reenactment tool blends into a real frame."""
+    import cv2
+
+    lm = np.asarray(landmarks, np.float64).copy()
+    brows = lm[17:27].copy()
+    eyes_y = lm[36:48, 1].mean()
+    brows[:, 1] -= 0.4 * (eyes_y - brows[:, 1]).clip(min=0) + 0.03 * size
+    pts = np.concatenate([lm[:17], brows]).round().astype(np.int32)
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(pts), 1.0)
+    k = max(1.0, feather * size)
+    return cv2.GaussianBlur(mask, (0, 0), k)[..., None]
+
+
+def other_tool_fakes(frames: np.ndarray, landmarks: np.ndarray, driven_landmarks: np.ndarray,
+                     self_fakes: np.ndarray, n_self: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two kinds of fakes other face-animation tools make, of the same person:
+
+    * ``warp``: the classical answer — the first real frame warped piecewise-affinely to the driven
+      landmarks (``synth.warp``, th eval's baseline), as warping-based reenactment methods do;
+    * ``blend``: generated faces driven by the person's own landmarks of ``n_self`` evenly spread real
+      frames, pasted into those frames with a feathered face mask: real background and hair, synthetic
+      face — what reenactment, lip-sync and swap tools output.
+
+    ``driven_landmarks`` are in the prepared crops' pixels; ``self_fakes`` (n_self, s, s, 3) at model size.
+    """
+    from synth.warp import warp_frames
+
+    size = frames.shape[1]
+    warped = warp_frames(frames[0], landmarks[0], driven_landmarks)
+    own = np.linspace(0, len(frames) - 1, n_self).round().astype(int)
+    up = resize_to(self_fakes, size)
+    blended = []
+    for t, i in enumerate(own):
+        m = face_mask(landmarks[i], size)
+        blended.append((frames[i] * (1 - m) + up[t] * m + 0.5).clip(0, 255).astype(np.uint8))
+    return warped, np.stack(blended)
 
 
 def build_samples(
@@ -130,13 +182,16 @@ def build_samples(
     h264_every: int = 3,
     crfs: tuple[int, ...] = (23, 28, 35),
     test_crf: int = 28,
+    other_tools: bool = True,
     log: Callable[[str], None] = print,
 ) -> Samples:
     """All real and fake crops (see module docstring), tagged with split, clip and source.
 
     Every ``finetune_every``-th clip is enrolled with ``finetune_steps`` of fine-tuning (else feed-forward);
     every ``h264_every``-th clip of train/val also goes through H.264 at a CRF from ``crfs``; every test clip
-    also goes through H.264 at ``test_crf`` (the report's compressed condition).
+    also goes through H.264 at ``test_crf`` (the report's compressed condition). ``other_tools`` adds
+    warp and blended fakes (``other_tool_fakes``) so the detector does not only learn our generator's
+    fully synthetic crops.
     """
     import torch
 
@@ -158,11 +213,19 @@ def build_samples(
             steps = finetune_steps if i % finetune_every == finetune_every - 1 else 0
             clip_seed = int(rng.integers(1 << 31))
             torch.manual_seed(clip_seed)
-            fake = generate_fakes(nets[m], clip.frames, clip.landmarks, driver.landmarks, k_shot, steps, clip_seed,
-                                  fake_frames)
+            n_self = max(1, fake_frames // 2) if other_tools else 0
+            fake, fake_lm = generate_fakes(nets[m], clip.frames, clip.landmarks, driver.landmarks, k_shot, steps,
+                                           clip_seed, fake_frames, self_driven=n_self)
             real = resize_to(clip.frames, input_size)
-            fake = resize_to(fake, input_size)
             tag = f"{Path(models[m]).stem}:{'ft' + str(steps) if steps else 'ff'}"
+            if other_tools:
+                n_drv = len(fake) - n_self
+                driven = fake_lm[:n_drv] * (clip.frames.shape[1] / fake.shape[1])
+                warped, blended = other_tool_fakes(clip.frames, clip.landmarks, driven[::2], fake[n_drv:], n_self)
+                parts += [_tagged(resize_to(warped, input_size), 1, sname, clip.key, "warp"),
+                          _tagged(resize_to(blended, input_size), 1, sname, clip.key, f"{tag}:blend")]
+                fake = fake[:n_drv]
+            fake = resize_to(fake, input_size)
             parts += [_tagged(real, 0, sname, clip.key, "real"), _tagged(fake, 1, sname, clip.key, tag)]
             if sname == "test" or i % h264_every == 0:
                 crf = test_crf if sname == "test" else crfs[int(rng.integers(len(crfs)))]

@@ -55,7 +55,7 @@ def watermarked_outputs(card: dict, det: Detector, out: Path, n: int = 4) -> dic
     net = TalkingHeadModel.load(model_path)
     signed, crf28 = [], []
     for i in range(min(n, len(clips) - 1)):
-        fake = generate_fakes(net, clips[i].frames, clips[i].landmarks, clips[i + 1].landmarks, 4, 0, i)
+        fake, _ = generate_fakes(net, clips[i].frames, clips[i].landmarks, clips[i + 1].landmarks, 4, 0, i)
         dest = out / f"th_{clips[i].key}.mp4"
         write_video(list(resize_to(fake, 256)), dest, 25.0, GenerationFacts.current(), force=True)
         signed.append(score_file(dest, det))

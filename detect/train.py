@@ -149,7 +149,8 @@ def load_or_build(out_dir: Path, cfg: TrainConfig, split, log: Callable[[str], N
     key_src = json.dumps({"prepared": cfg.prepared, "models": [file_sha256(Path(m)) for m in cfg.models],
                           "input": cfg.input_size, "seed": cfg.seed, "split": asdict(split)["test"],
                           "val": asdict(split)["val"], "fake_frames": cfg.fake_frames,
-                          "ft": [cfg.finetune_every, cfg.finetune_steps], "crf": cfg.test_crf}, sort_keys=True)
+                          "ft": [cfg.finetune_every, cfg.finetune_steps], "crf": cfg.test_crf,
+                          "kinds": "generated+warp+blend"}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     cache = out_dir / f"samples-{key}.npz"
     if cache.is_file():
