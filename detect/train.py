@@ -21,6 +21,7 @@ import numpy as np
 from detect import metrics
 from detect.data import Samples, augment, build_samples, split_identities
 from detect.model import DEFAULT_ARCH, DEFAULT_INPUT, Detector, DetectorSpec, build_network
+from synth.bundled import file_sha256
 from synth.errors import UserError
 
 CARD_VERSION = 1
@@ -56,14 +57,6 @@ def default_generators(run_dir: Path = Path("runs/cpu")) -> list[Path]:
 
     bundled = Path(__file__).resolve().parents[1] / "synth" / "assets" / DEFAULT_MODEL
     return ([bundled] if bundled.is_file() else []) + list_checkpoints(run_dir)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def lr_at(step: int, total: int, base: float, warmup: int = 30) -> float:

@@ -8,7 +8,6 @@ frame per landmark image. Everything streams: memory does not grow with the driv
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +28,11 @@ class DriverPlan:
     description: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = True, fps: float = 25.0,
                 seconds: float = 4.0, neutral: int | None = None) -> DriverPlan:
     """Turn DRIVER (a video, a `.npz` track, or a built-in motion name) into avatar landmarks."""
     from synth.align import apply_affine, clip_box
+    from synth.bundled import file_sha256
     from synth.motion import absolute_transfer, builtin_motion, relative_transfer
     from synth.tracking import LandmarkTrack, track_video
     from synth.video import VIDEO_SUFFIXES, probe_has_audio
@@ -69,7 +61,7 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
         M = box.affine(size)
         lm = absolute_transfer(np.stack([apply_affine(x, M) for x in track.landmarks]))
     desc = f"{path.name}: {len(track)} frames at {track.fps:g} fps, {'relative' if relative else 'absolute'} motion"
-    return DriverPlan(lm, track.fps, audio, track.faceless, _sha256(path), desc)
+    return DriverPlan(lm, track.fps, audio, track.faceless, file_sha256(path), desc)
 
 
 def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: int = 8,

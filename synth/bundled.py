@@ -22,8 +22,13 @@ def default_model_path() -> Path:
     return p
 
 
-@lru_cache(maxsize=8)
-def file_sha256(path: str) -> str:
+def file_sha256(path: Path | str) -> str:
+    """sha256 of a file, streamed (model files, drivers, photos)."""
+    return _sha256_cached(str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _sha256_cached(path: str, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -33,7 +38,7 @@ def file_sha256(path: str) -> str:
 
 def model_identity(path: Path) -> tuple[str, str]:
     """(model card id, sha256) of a model file: the card's id for the bundled model, else the file name."""
-    sha = file_sha256(str(Path(path).resolve()))
+    sha = file_sha256(path)
     card = Path(path).with_name(Path(path).name.replace(".safetensors", ".card.json"))
     if card.exists():
         try:
