@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 OUT = Path("out")
-STEPS = os.environ.get("TH_DEMO_STEPS", "40")
+STEPS = os.environ.get("TH_DEMO_STEPS", "100")
 
 
 def th(*args: str) -> subprocess.CompletedProcess:
