@@ -20,7 +20,10 @@ SHARED = ROOT.parent / "shared" / "data"
 CARD_ID = "th-cpu-default-v1"
 PREPARE_CMD = ("th prepare ../shared/data/clips data/prep-train -j 2 --license MIT --license Apache "
                "--license 'CC BY' --license CC0 --exclude-identity @models/dev_identities.txt")
-TRAIN_CMD = "OMP_WAIT_POLICY=PASSIVE th meta-train data/prep-train runs/cpu --preset cpu --threads 1 --time-budget 95"
+TRAIN_CMD = "th meta-train data/prep-train runs/cpu --preset cpu --steps {steps}"
+AS_RUN = ("two invocations of the same run (resume = the same command): `--threads 1 --time-budget 95` (stopped by "
+          "hand at step 3250 to switch threads), then `--threads 2 --time-budget 50`; training is deterministic "
+          "from (seed, rank, step), so `--steps {steps}` in one go reproduces it up to float reduction order")
 
 
 def sha256(path: Path) -> str:
@@ -100,7 +103,8 @@ def main() -> None:
         "data_manifest_sha256": sha256(SHARED / "MANIFEST.tsv") if (SHARED / "MANIFEST.tsv").exists() else None,
         "prepared_index_sha256": sha256(args.data / "index.json"),
         "prepare_command": PREPARE_CMD,
-        "train_command": TRAIN_CMD,
+        "train_command": TRAIN_CMD.format(steps=step),
+        "as_run": AS_RUN.format(steps=step),
         "export_command": "python scripts/make_model_card.py runs/cpu --data data/prep-train",
         "train_clips": [c["clip"] for c in index["clips"]],
         "train_identities": train_ids,
@@ -132,11 +136,11 @@ The bundled default model of th (`synth/assets/{out.name}`, {out.stat().st_size 
 
 ```bash
 {PREPARE_CMD}
-{TRAIN_CMD}
+{TRAIN_CMD.format(steps=step)}
 python scripts/make_model_card.py runs/cpu --data data/prep-train
 ```
 
-Rerunning the training command resumes from the last checkpoint (add minutes with `--time-budget`).
+As run: {AS_RUN.format(steps=step)}. Rerunning the training command resumes from the last checkpoint.
 
 ## Loss curve (window means over tenths of the run; last column = final tenth)
 
@@ -144,7 +148,7 @@ Rerunning the training command resumes from the last checkpoint (add minutes wit
 |---|{'---|' * (len(steps_hdr.split('|')) + 1) if curve else ''}
 {rows}
 
-## Samples (landmarks | real | generated) at step {step}
+## Samples (landmarks | real | generated), {samples[-1].stem if samples else "none"}
 
 ![samples](../docs/images/default_model_samples.png)
 
