@@ -41,6 +41,17 @@ def run_th(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict 
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny nets gain nothing from 2 threads, and spinning OpenMP threads crawl on a shared CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def th():
     return run_th
 

@@ -8,14 +8,7 @@ import torch
 from synth import losses as L
 from synth.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny nets gain nothing from 2 threads, and spinning OpenMP threads crawl on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_hinge_d_hand_computed() -> None:

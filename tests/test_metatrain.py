@@ -22,13 +22,7 @@ from synth.metatrain import build_nets, build_optimizers, discriminator_step, ge
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny nets gain nothing from 2 threads, and spinning OpenMP threads crawl on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ from synth.blocks import SelfAttention
 from synth.config import Config, preset, replace
 from synth.metatrain import build_nets
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny nets gain nothing from 2 threads, and spinning OpenMP threads crawl on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY_VARIANTS = {
