@@ -12,22 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+
+from timing import median_time  # bench/timing.py (scripts run from bench/ on sys.path)
 
 # Before torch loads OpenMP: spinning threads make timings meaningless on a shared CPU.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
@@ -48,12 +37,12 @@ def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
     landmarks = torch.rand(1, k + 1, 3, s, s) * 2 - 1
     video = torch.zeros(1, dtype=torch.long)
     train_reps = max(2, repeats // 2) if name == "paper" else repeats
-    step = _median_time(lambda: meta_step(e, g, d, opt_g, opt_d, frames, landmarks, video, cfg.loss), train_reps)
+    step = median_time(lambda: meta_step(e, g, d, opt_g, opt_d, frames, landmarks, video, cfg.loss), train_reps)
     fast = fold_spectral_norm(g)
     y = torch.rand(1, 3, s, s) * 2 - 1
     with torch.no_grad():
         psi = g.project(torch.rand(1, cfg.net.emb_dim))
-        fwd = _median_time(lambda: fast(y, psi), max(repeats, 5), warmup=2)
+        fwd = median_time(lambda: fast(y, psi), max(repeats, 5), warmup=2)
     return {
         "preset": name,
         "res": s,

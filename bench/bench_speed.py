@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,21 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import median_time  # bench/timing.py (scripts run from bench/ on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DRIVER = ROOT.parent / "shared" / "data" / "clips" / "RNTHM__examples_fine_tuning_test_video_e43ca9f.mp4"
 ENROLL_CLIP = ROOT.parent / "shared" / "data" / "clips" / "EDTalk__pose_source1.mp4"
-
-
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def run_child(argv: list[str], env: dict[str, str], check: bool = True) -> tuple[float, str]:
