@@ -48,7 +48,7 @@ def main() -> None:
             if not clip.exists():
                 print(f"skip {label}: {clip} absent")
                 continue
-            from synth.video import probe
+            from synth.media.video import probe
 
             n = probe(clip).frames
             times = [th("faces", str(clip), "-o", f"{tmp}/f.mp4", "--force")[0] for _ in range(args.runs)]

@@ -76,9 +76,9 @@ def stage_times(model_path: Path, driver: Path, repeats: int, sizes: tuple[int, 
     from provenance import keys, manifest, watermark
     from provenance.manifest import GenerationFacts
     from synth.animate import render
+    from synth.media.video import VideoWriter, iter_frames, probe
     from synth.model import TalkingHeadModel
     from synth.tracking import track_frames
-    from synth.video import VideoWriter, iter_frames, probe
 
     info = probe(driver)
     frames: list[np.ndarray] = []
@@ -172,7 +172,7 @@ def main() -> None:
         print(f"| {k} | {unit} |")
 
     # photos for enrollment: 8 frames of a real clip
-    from synth.video import iter_frames, write_image
+    from synth.media.video import iter_frames, write_image
 
     photos = []
     all_frames = list(iter_frames(ENROLL_CLIP))

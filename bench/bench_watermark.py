@@ -72,7 +72,7 @@ def _per_frame(frames: list[np.ndarray], r: wm.WatermarkResult, want: np.ndarray
 
 
 def robustness(frames: list[np.ndarray], tmp: Path) -> None:
-    from synth.video import VideoWriter, iter_frames
+    from synth.media.video import VideoWriter, iter_frames
 
     bits = wm.payload_to_bits("5eed1e55")
     want = wm.feature_bits(bits) == 0
@@ -97,7 +97,7 @@ def robustness(frames: list[np.ndarray], tmp: Path) -> None:
 
 
 def false_matches(clip_frames: int) -> None:
-    from synth.video import iter_frames
+    from synth.media.video import iter_frames
 
     clips = sorted(p for p in (DATA / "clips").iterdir() if p.suffix.lower() in (".mp4", ".mov", ".mpg"))
     zs, ag, crc, found = [], [], 0, 0
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=250)
     ap.add_argument("--clip-frames", type=int, default=250)
     args = ap.parse_args()
-    from synth.video import iter_frames
+    from synth.media.video import iter_frames
 
     frames = list(iter_frames(CLIP, max_frames=args.frames))
     speed(frames)

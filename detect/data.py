@@ -85,7 +85,7 @@ def resize_to(frames: np.ndarray, size: int) -> np.ndarray:
 def h264_roundtrip(frames: np.ndarray, crf: int, size: int = 256, fps: float = 25.0) -> np.ndarray:
     """Encode crops as an H.264 mp4 at ``size`` px (libx264, yuv420p, CRF ``crf``), decode, return them at
     their original size: what a crop of a re-encoded th output (or of a compressed real video) looks like."""
-    from synth.video import VideoWriter, iter_frames
+    from synth.media.video import VideoWriter, iter_frames
 
     src = frames.shape[1]
     with tempfile.TemporaryDirectory(prefix="th-detect-") as tmp:

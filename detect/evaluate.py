@@ -128,8 +128,8 @@ def compare_backbones(archs: tuple[str, ...] = BACKBONES, size: int = 128, batch
 
 
 def run(card_path: Path, out_json: Path, shared: Path) -> dict:
-    from synth.atomic import atomic_write_bytes
     from synth.device import set_threads
+    from synth.media.atomic import atomic_write_bytes
 
     set_threads(1)
     card = json.loads(card_path.read_text())

@@ -97,7 +97,7 @@ class Detector:
 
         from safetensors.torch import save_file
 
-        from synth.atomic import atomic_path
+        from synth.media.atomic import atomic_path
 
         tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in self.net.state_dict().items()
                    if v.dtype.is_floating_point}

@@ -87,7 +87,7 @@ def score_frames(frames: list[np.ndarray], detector=None, thorough: bool = False
 
 def read_sampled(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[int], float | None]:
     """An image as one frame, or up to ``max_frames`` frames spread evenly over a video."""
-    from synth import video
+    from synth.media import video
 
     if video.is_image_path(path):
         return [video.read_image(path)], [0], None
@@ -121,7 +121,7 @@ def plot_scores(results: list[FileScore], dest: Path | str, force: bool = False)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synth.atomic import atomic_path
+    from synth.media.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
     for r in results:

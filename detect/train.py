@@ -154,7 +154,7 @@ def load_or_build(out_dir: Path, cfg: TrainConfig, split, log: Callable[[str], N
     data = build_samples(Path(cfg.prepared), [Path(m) for m in cfg.models], split, cfg.input_size, cfg.seed,
                          fake_frames=cfg.fake_frames, finetune_every=cfg.finetune_every,
                          finetune_steps=cfg.finetune_steps, test_crf=cfg.test_crf, log=log)
-    from synth.atomic import atomic_path
+    from synth.media.atomic import atomic_path
 
     with atomic_path(cache, force=True) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, crops=data.crops, label=data.label, split=data.split.astype(str), clip=data.clip.astype(str),
@@ -167,7 +167,7 @@ def train(out_dir: Path, cfg: TrainConfig, command: str, force: bool = False,
     """The whole recipe (module docstring); returns the card it wrote."""
     import torch
 
-    from synth.atomic import atomic_write_bytes, check_writable
+    from synth.media.atomic import atomic_write_bytes, check_writable
     from synth.shards import read_index
 
     out_dir = Path(out_dir)

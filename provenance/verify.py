@@ -89,7 +89,7 @@ def detector_score(path: Path, max_frames: int | None = None) -> dict | None:
 
 
 def _frames(path: Path, max_frames: int):
-    from synth import video
+    from synth.media import video
 
     if video.is_image_path(path):
         return [video.read_image(path)]

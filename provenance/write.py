@@ -1,6 +1,6 @@
 """The one write path for generated pixels: watermark every frame → encode → C2PA-sign → publish.
 
-Nothing reaches ``dest`` unless every step succeeded (``synth.atomic.atomic_path``), and there is no
+Nothing reaches ``dest`` unless every step succeeded (``synth.media.atomic.atomic_path``), and there is no
 switch to skip the watermark or the signature. Each file gets a fresh random watermark payload,
 recorded in its manifest, so a copy stripped of its manifest still points back to it.
 """
@@ -18,8 +18,8 @@ import numpy as np
 
 from provenance import keys, manifest, watermark
 from provenance.manifest import GenerationFacts
-from synth.atomic import atomic_path
 from synth.errors import UserError
+from synth.media.atomic import atomic_path
 
 VIDEO_SUFFIXES = {".mp4", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -69,7 +69,7 @@ def write_video(
     identity: keys.Identity | None = None,
 ) -> WriteResult:
     """Watermark, encode (H.264 mp4) and sign a stream of RGB frames; memory does not grow with length."""
-    from synth.video import VideoWriter
+    from synth.media.video import VideoWriter
 
     dest, identity = _prepare(dest, VIDEO_SUFFIXES, "video", force, identity)
     payload = watermark.new_payload()

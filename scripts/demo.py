@@ -27,7 +27,7 @@ def th(*args: str) -> subprocess.CompletedProcess:
 def main() -> None:
     from skimage import data
 
-    from synth.video import write_image
+    from synth.media.video import write_image
 
     t0 = time.perf_counter()
     OUT.mkdir(exist_ok=True)

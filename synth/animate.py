@@ -33,9 +33,9 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
     """Turn DRIVER (a video, a `.npz` track, or a built-in motion name) into avatar landmarks."""
     from synth.align import apply_affine, clip_box
     from synth.bundled import file_sha256
+    from synth.media.video import VIDEO_SUFFIXES, probe_has_audio
     from synth.motion import absolute_transfer, builtin_motion, relative_transfer
     from synth.tracking import LandmarkTrack, track_video
-    from synth.video import VIDEO_SUFFIXES, probe_has_audio
 
     if driver in BUILTIN_MOTIONS:
         lm = builtin_motion(driver, avatar_lm, fps=fps, seconds=seconds)

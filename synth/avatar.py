@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.atomic import atomic_path
 from synth.errors import UserError
+from synth.media.atomic import atomic_path
 
 AVATAR_FORMAT = "th-avatar"
 AVATAR_FORMAT_VERSION = 1

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from synth.atomic import atomic_path
 from synth.config import Config
+from synth.media.atomic import atomic_path
 
 FORMAT = "th-meta-train"
 FORMAT_VERSION = 1

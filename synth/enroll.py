@@ -32,7 +32,7 @@ def load_shots(photos: list[Path], size: int, face_index: int | None = None) -> 
     """Detect, pick and crop the face in each photo (a clear error naming the photo that fails)."""
     from synth.align import align_crop, apply_affine
     from synth.faces import FaceDetector, pick_face
-    from synth.video import read_image
+    from synth.media.video import read_image
 
     if not photos:
         raise UserError("give at least one photo")

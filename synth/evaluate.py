@@ -93,9 +93,9 @@ def read_manifest(path: Path) -> dict[str, str]:
 def collect_clips(source: Path, identities: set[str] | None = None, per_identity: int | None = None) -> list[ClipJob]:
     """Clips to evaluate: a folder of videos (identities from a MANIFEST.tsv in it or its parent, or the
     VoxCeleb2 layout) or a manifest TSV (its ``clip`` rows); optionally only ``identities``."""
+    from synth.media.video import VIDEO_SUFFIXES
     from synth.prepare import discover, find_manifest
     from synth.shards import clip_key
-    from synth.video import VIDEO_SUFFIXES
 
     source = Path(source)
     if source.is_file() and source.suffix.lower() in (".tsv", ".txt"):
@@ -177,8 +177,8 @@ def select_frames(valid: np.ndarray, shots: tuple[int, ...], n_drive: int) -> tu
 def load_clip(job: ClipJob, size: int, cfg: EvalConfig) -> EvalClip:
     """Track the clip, fix its crop box, choose frames and cut their crops at the model's size."""
     from synth.align import align_crop, apply_affine, clip_box
+    from synth.media.video import iter_frames
     from synth.tracking import track_video
-    from synth.video import iter_frames
 
     track = track_video(job.path)
     valid = np.flatnonzero(track.has_face)

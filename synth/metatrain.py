@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from synth import distributed
-from synth.atomic import atomic_write_bytes
 from synth.checkpoint import load_latest, save_checkpoint
 from synth.config import Config, LossConfig, NetConfig, replace
 from synth.discriminator import Discriminator
@@ -41,6 +40,7 @@ from synth.losses import (
     feature_matching,
     hinge_d,
 )
+from synth.media.atomic import atomic_write_bytes
 
 Sync = Callable[[], None]
 
@@ -241,7 +241,7 @@ def sample_grid(landmarks: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
-    from synth.atomic import atomic_path
+    from synth.media.atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, force=True) as tmp:

@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from synth.atomic import atomic_path
 from synth.checkpoint import FORMAT as CKPT_FORMAT
 from synth.checkpoint import list_checkpoints, load_checkpoint, read_metadata
 from synth.config import Config, replace
@@ -27,6 +26,7 @@ from synth.discriminator import Discriminator
 from synth.embedder import Embedder
 from synth.errors import UserError
 from synth.generator import Generator
+from synth.media.atomic import atomic_path
 
 MODEL_FORMAT = "th-model"
 MODEL_FORMAT_VERSION = 1

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from synth.errors import UserError
+from synth.media.video import VIDEO_SUFFIXES
 from synth.shards import INDEX_VERSION, ClipSamples, clip_key, shard_meta, write_shard
-from synth.video import VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def prepare_clip(job: ClipJob, cfg: PrepareConfig) -> ClipSamples:
 
     from synth.align import align_crop, apply_affine, clip_box
     from synth.faces import MIN_FACE_PX, FaceDetector
-    from synth.video import iter_frames, probe
+    from synth.media.video import iter_frames, probe
 
     cv2.setNumThreads(1)
     info = probe(job.path)
@@ -157,7 +157,7 @@ def prepare_clip(job: ClipJob, cfg: PrepareConfig) -> ClipSamples:
 
 def _work(args: tuple[ClipJob, PrepareConfig, Path]) -> dict:
     """Worker: prepare one clip and publish its shard atomically. Returns a result record."""
-    from synth.atomic import atomic_path
+    from synth.media.atomic import atomic_path
 
     job, cfg, out = args
     shard = out / "shards" / f"{job.key}.tar"
@@ -180,7 +180,7 @@ def prepare(
     on_progress: Callable[[dict], None] | None = None,
 ) -> PrepareReport:
     """Prepare every clip under ``videos`` into ``out``; rerunning skips clips already done."""
-    from synth.atomic import atomic_write_bytes
+    from synth.media.atomic import atomic_write_bytes
 
     jobs = discover(videos, manifest)
     report = PrepareReport()

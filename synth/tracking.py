@@ -34,7 +34,7 @@ class LandmarkTrack:
         return int((~self.has_face).sum())
 
     def save(self, path: Path | str) -> None:
-        """Write as .npz (call inside synth.atomic.atomic_path for atomic publication)."""
+        """Write as .npz (call inside synth.media.atomic.atomic_path for atomic publication)."""
         with open(path, "wb") as fh:
             np.savez_compressed(
                 fh,
@@ -211,7 +211,7 @@ def track_frames(
 def track_video(path: Path | str, detector=None, keyframe_every: int = 10, smooth: bool = True,
                 face_index: int | None = None) -> LandmarkTrack:
     """Track the face through a video file (streamed: memory independent of length)."""
-    from synth.video import iter_frames, probe
+    from synth.media.video import iter_frames, probe
 
     info = probe(path)
     return track_frames(iter_frames(path), info.fps, detector, keyframe_every, smooth, face_index=face_index)

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from synth.media.video import write_image
 from synth.tracking import LandmarkTrack
-from synth.video import write_image
 from tests.conftest import SHARED, run_th, shared_path
 
 
@@ -43,7 +43,7 @@ def test_faces_on_image(tmp_path, astronaut):
 
 
 def test_faces_on_video_writes_track_and_preview(tmp_path):
-    from synth.video import probe
+    from synth.media.video import probe
 
     clip = shared_path("clips/RNTHM__examples_fine_tuning_test_video_e43ca9f.mp4")
     r = run_th("faces", clip, "-o", tmp_path / "p.mp4")

@@ -40,7 +40,7 @@ def clip_crops(rel: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """n canonical crops of a real clip (at ``size``) and their landmarks in crop pixels."""
     from synth.align import align_crop, apply_affine, clip_box
     from synth.faces import FaceDetector
-    from synth.video import iter_frames
+    from synth.media.video import iter_frames
 
     det = FaceDetector()
     frames = list(iter_frames(shared_path(rel), every=5, max_frames=n))

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from synth.video import VideoWriter, iter_frames, probe, write_image
+from synth.media.video import VideoWriter, iter_frames, probe, write_image
 from tests.conftest import run_th, shared_path
 
 CLIP = "clips/RNTHM__examples_fine_tuning_test_video_e43ca9f.mp4"  # 4 s, 25 fps, 224 px, AAC audio

@@ -7,8 +7,8 @@ import pytest
 
 from synth.align import align_crop, apply_affine, invert_affine, paste_back
 from synth.faces import FaceDetector, pick_face
+from synth.media.video import iter_frames, read_image
 from synth.tracking import track_frames
-from synth.video import iter_frames, read_image
 from tests.conftest import shared_path
 
 PORTRAITS = ["face_recognition__obama.jpg", "face_recognition__biden.jpg", "LIA__macron.png", "avatarify__einstein.jpg"]

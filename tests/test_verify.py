@@ -29,7 +29,7 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def signed_mp4(home, tmp_path_factory):
     from provenance import keys
-    from synth.video import iter_frames
+    from synth.media.video import iter_frames
 
     dest = tmp_path_factory.mktemp("out") / "signed.mp4"
     write_video(iter_frames(CLIPS / "EDTalk__pose_source1.mp4", max_frames=250), dest, 25, GenerationFacts.current())
@@ -83,7 +83,7 @@ def test_reencoded_is_stripped_with_payload(signed_mp4, tmp_path, capsys, attack
 
 @needs_data
 def test_signed_image_and_table_output(home, tmp_path, capsys):
-    from synth.video import read_image
+    from synth.media.video import read_image
 
     portrait = next(iter(sorted((DATA / "portraits").glob("*.png"))), None) if (DATA / "portraits").is_dir() else None
     rgb = read_image(portrait)[:256, :256].copy() if portrait else np.full((256, 256, 3), 90, np.uint8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synth.video import VideoWriter, audio_codec, iter_frames, probe
+from synth.media.video import VideoWriter, audio_codec, iter_frames, probe
 from tests.conftest import shared_path
 
 

@@ -16,7 +16,7 @@ needs_data = pytest.mark.skipif(not CLIP.exists(), reason=f"shared data not foun
 
 
 def _real_frames(n: int) -> list[np.ndarray]:
-    from synth.video import iter_frames
+    from synth.media.video import iter_frames
 
     return list(iter_frames(CLIP, max_frames=n))
 
@@ -78,7 +78,7 @@ def test_512_output_is_read_at_any_size():
 
 @pytest.fixture(scope="module")
 def marked_clip(tmp_path_factory):
-    from synth.video import VideoWriter
+    from synth.media.video import VideoWriter
 
     path = tmp_path_factory.mktemp("wm") / "marked.mp4"
     bits = wm.payload_to_bits("5eed1e55")
@@ -104,7 +104,7 @@ def test_ecc_round_trip_with_noise_and_erasures():
                                     pytest.param("combined", marks=pytest.mark.xfail(
                                         reason="below the issue's target today; see docs/PROVENANCE.md"))])
 def test_video_attacks_10s(marked_clip, tmp_path, attack):
-    from synth.video import iter_frames
+    from synth.media.video import iter_frames
 
     out = attacks.attack_video(marked_clip, tmp_path / f"{attack}.mp4", attack)
     r = wm.detect(iter_frames(out))

@@ -33,7 +33,7 @@ def test_video_is_watermarked_signed_and_identity_created(th_home, tmp_path):
     assert (th_home / "keys" / "signer.key").exists()  # created on first use
     r = manifest.read_manifest(dest, [keys.local_root().read_bytes()])
     assert r.state == "Trusted" and r.payload == res.payload
-    from synth.video import iter_frames
+    from synth.media.video import iter_frames
 
     assert watermark.detect(iter_frames(dest)).payload == res.payload
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -45,7 +45,7 @@ def test_image_is_watermarked_and_signed(th_home, tmp_path, suffix):
     res = write_image(next(_frames(1, 256)), dest, GenerationFacts.current())
     r = manifest.read_manifest(dest, [keys.local_root().read_bytes()])
     assert r.state == "Trusted" and r.payload == res.payload
-    from synth.video import read_image
+    from synth.media.video import read_image
 
     assert watermark.detect([read_image(dest)]).payload == res.payload
 

@@ -38,7 +38,6 @@ def animate(
     from provenance.manifest import GenerationFacts
     from provenance.write import write_video
     from synth.animate import plan_driver, render
-    from synth.atomic import check_writable
     from synth.avatar import Avatar
     from synth.bundled import model_identity, resolve_model
     from synth.device import resolve_device, set_threads
@@ -46,8 +45,9 @@ def animate(
     from synth.enroll import load_shots
     from synth.errors import UserError
     from synth.finetune import PersonParams
+    from synth.media.atomic import check_writable
+    from synth.media.video import is_image_path
     from synth.model import TalkingHeadModel
-    from synth.video import is_image_path
 
     console = Console(stderr=True)
     if out.suffix.lower() != ".mp4":

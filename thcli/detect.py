@@ -39,10 +39,10 @@ def score(
 
     from detect.model import Detector
     from detect.score import plot_scores, score_file
-    from synth import video
-    from synth.atomic import check_writable
     from synth.device import set_threads
     from synth.errors import UserError
+    from synth.media import video
+    from synth.media.atomic import check_writable
 
     if plot is not None:
         if plot.suffix.lower() != ".png":

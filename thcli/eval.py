@@ -52,9 +52,9 @@ def eval_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from synth import evaluate as ev
-    from synth.atomic import atomic_path, atomic_write_bytes, check_writable
     from synth.bundled import model_identity, resolve_model
     from synth.errors import UserError
+    from synth.media.atomic import atomic_path, atomic_write_bytes, check_writable
 
     console = Console(stderr=True)
     try:

@@ -27,11 +27,10 @@ def faces(
 
     import numpy as np
 
-    from synth.atomic import atomic_path, check_writable
     from synth.errors import UserError
     from synth.faces import FaceDetector, pick_face
-    from synth.tracking import LandmarkTrack, track_video
-    from synth.video import (
+    from synth.media.atomic import atomic_path, check_writable
+    from synth.media.video import (
         VIDEO_SUFFIXES,
         VideoWriter,
         is_image_path,
@@ -40,6 +39,7 @@ def faces(
         read_image,
         write_image,
     )
+    from synth.tracking import LandmarkTrack, track_video
 
     if not input.exists():
         raise UserError(f"{input}: no such file")

@@ -1,0 +1,1 @@
+"""Media I/O: video decode/encode (PyAV, ffmpeg) and atomic file writes."""
