@@ -76,9 +76,9 @@ def stage_times(model_path: Path, driver: Path, repeats: int, sizes: tuple[int, 
     from provenance import keys, manifest, watermark
     from provenance.manifest import GenerationFacts
     from synth.animate import render
+    from synth.faces.tracking import track_frames
     from synth.media.video import VideoWriter, iter_frames, probe
     from synth.model import TalkingHeadModel
-    from synth.tracking import track_frames
 
     info = probe(driver)
     frames: list[np.ndarray] = []
@@ -128,8 +128,8 @@ def _neutral(size: int) -> np.ndarray:
     """A frontal face's 68 landmarks in a ``size`` crop, from a real photo (skimage's astronaut)."""
     from skimage import data
 
-    from synth.align import align_crop, apply_affine
-    from synth.faces import FaceDetector
+    from synth.faces.align import align_crop, apply_affine
+    from synth.faces.detector import FaceDetector
 
     img = data.astronaut()
     face = FaceDetector().detect(img)[0]

@@ -1,6 +1,6 @@
 """The detector's data: real crops from prepared clips, fakes from our own generator, in-the-wild distortions.
 
-Real: every frame of a prepared clip (``th prepare``: canonical crops, synth.align) resized to the
+Real: every frame of a prepared clip (``th prepare``: canonical crops, synth.faces.align) resized to the
 detector's input. Fake: each clip's person is enrolled from ``k_shot`` of its own frames (feed-forward,
 or fine-tuned for a few steps) with one of the generator checkpoints and driven by another clip's
 landmarks (relative motion transfer, as ``th animate`` does); frames come straight from the generator
@@ -149,14 +149,14 @@ def other_tool_fakes(frames: np.ndarray, landmarks: np.ndarray, driven_landmarks
     """Two kinds of fakes other face-animation tools make, of the same person:
 
     * ``warp``: the classical answer — the first real frame warped piecewise-affinely to the driven
-      landmarks (``synth.warp``, th eval's baseline), as warping-based reenactment methods do;
+      landmarks (``synth.faces.warp``, th eval's baseline), as warping-based reenactment methods do;
     * ``blend``: generated faces driven by the person's own landmarks of ``n_self`` evenly spread real
       frames, pasted into those frames with a feathered face mask: real background and hair, synthetic
       face — what reenactment, lip-sync and swap tools output.
 
     ``driven_landmarks`` are in the prepared crops' pixels; ``self_fakes`` (n_self, s, s, 3) at model size.
     """
-    from synth.warp import warp_frames
+    from synth.faces.warp import warp_frames
 
     size = frames.shape[1]
     warped = warp_frames(frames[0], landmarks[0], driven_landmarks)

@@ -1,6 +1,6 @@
 """The detector network: a small timm backbone (trained from scratch) with one logit, real → 0, fake → 1.
 
-Input: the canonical face crop (``synth.align``) at ``input_size`` px, RGB, normalised with the mean/std
+Input: the canonical face crop (``synth.faces.align``) at ``input_size`` px, RGB, normalised with the mean/std
 timm's data config gives the architecture. Weights are safetensors; the architecture, input size,
 normalisation and the calibrated threshold travel in the file's metadata, so a weights file describes
 itself (the card JSON beside it adds data, splits and metrics).

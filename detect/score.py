@@ -1,6 +1,6 @@
 """Score files and frames: find the face, cut the canonical crop, run the detector, aggregate per file.
 
-Per frame: dlib HOG faces (synth.faces) → the largest face → ``synth.align.align_crop`` at the
+Per frame: dlib HOG faces (synth.faces.detector) → the largest face → ``synth.faces.align.align_crop`` at the
 detector's input size (the same canonical crop the training data used) → fake probability. A file's
 score is the median over the frames where a face was found; it is *synthetic* when that exceeds the
 threshold calibrated at 1 % false positives on held-out real identities.
@@ -65,8 +65,8 @@ def default_detector():
 
 def face_crops(frames: list[np.ndarray], size: int, thorough: bool = False) -> list[np.ndarray | None]:
     """The canonical crop of the largest face in each frame (None where there is none)."""
-    from synth.align import align_crop
-    from synth.faces import MIN_FACE_PX, FaceDetector
+    from synth.faces.align import align_crop
+    from synth.faces.detector import MIN_FACE_PX, FaceDetector
 
     det = FaceDetector()
     out: list[np.ndarray | None] = []

@@ -30,8 +30,8 @@ class Shots:
 
 def load_shots(photos: list[Path], size: int, face_index: int | None = None) -> Shots:
     """Detect, pick and crop the face in each photo (a clear error naming the photo that fails)."""
-    from synth.align import align_crop, apply_affine
-    from synth.faces import FaceDetector, pick_face
+    from synth.faces.align import align_crop, apply_affine
+    from synth.faces.detector import FaceDetector, pick_face
     from synth.media.video import read_image
 
     if not photos:
@@ -94,8 +94,8 @@ def preview_grid(model, avatar: Avatar, shots: Shots, max_rows: int = 8) -> np.n
     """Rows of (photo crop | landmark image | reconstruction from that landmark image)."""
     import torch
 
+    from synth.faces.landmark_image import draw_landmarks
     from synth.finetune import PersonParams
-    from synth.landmark_image import draw_landmarks
     from synth.model import images_to_tensor, tensor_to_images
 
     params = PersonParams.from_tensors(avatar.tensors)

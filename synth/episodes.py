@@ -101,7 +101,7 @@ class PreparedData:
         else:
             import cv2
 
-            from synth.landmark_image import draw_landmarks
+            from synth.faces.landmark_image import draw_landmarks
 
             ref = self.clips[i]
             frames = _read_npy(ref.shard, ref.frames)  # (N,S0,S0,3) uint8

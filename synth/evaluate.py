@@ -176,9 +176,9 @@ def select_frames(valid: np.ndarray, shots: tuple[int, ...], n_drive: int) -> tu
 
 def load_clip(job: ClipJob, size: int, cfg: EvalConfig) -> EvalClip:
     """Track the clip, fix its crop box, choose frames and cut their crops at the model's size."""
-    from synth.align import align_crop, apply_affine, clip_box
+    from synth.faces.align import align_crop, apply_affine, clip_box
+    from synth.faces.tracking import track_video
     from synth.media.video import iter_frames
-    from synth.tracking import track_video
 
     track = track_video(job.path)
     valid = np.flatnonzero(track.has_face)
@@ -210,7 +210,7 @@ def render_frames(model, params, landmarks: np.ndarray) -> np.ndarray:
 
 def baseline_frames(method: str, source: np.ndarray, source_lm: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The ``static`` or ``warp`` baseline for a source photo and driving landmarks (T, 68, 2)."""
-    from synth.warp import warp_frames
+    from synth.faces.warp import warp_frames
 
     if method == "static":
         return np.repeat(source[None], len(landmarks), axis=0)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth.landmark_image import draw_landmarks
+from synth.faces.landmark_image import draw_landmarks
 from synth.losses import Perceptual
 from synth.metatrain import discriminator_step, generator_step, step_seed
 from synth.model import TalkingHeadModel, fold_spectral_norm, images_to_tensor

@@ -36,7 +36,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def _recognizer():
     import dlib
 
-    from synth.faces import model_file
+    from synth.faces.detector import model_file
 
     return dlib.face_recognition_model_v1(str(model_file("dlib_face_recognition_resnet_model_v1.dat")))
 
@@ -96,7 +96,7 @@ def flicker_ratio(generated: np.ndarray, real: np.ndarray, pairs: list[tuple[int
 
 @functools.lru_cache(maxsize=1)
 def _detector():
-    from synth.faces import FaceDetector
+    from synth.faces.detector import FaceDetector
 
     return FaceDetector("hog")
 

@@ -105,8 +105,8 @@ def prepare_clip(job: ClipJob, cfg: PrepareConfig) -> ClipSamples:
     """Everything for one clip; raises UserError with the reason it cannot be used."""
     import cv2
 
-    from synth.align import align_crop, apply_affine, clip_box
-    from synth.faces import MIN_FACE_PX, FaceDetector
+    from synth.faces.align import align_crop, apply_affine, clip_box
+    from synth.faces.detector import MIN_FACE_PX, FaceDetector
     from synth.media.video import iter_frames, probe
 
     cv2.setNumThreads(1)

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from synth.faces.tracking import LandmarkTrack
 from synth.media.video import write_image
-from synth.tracking import LandmarkTrack
 from tests.conftest import SHARED, run_th, shared_path
 
 

@@ -38,8 +38,8 @@ def generator_path() -> Path:
 
 def clip_crops(rel: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """n canonical crops of a real clip (at ``size``) and their landmarks in crop pixels."""
-    from synth.align import align_crop, apply_affine, clip_box
-    from synth.faces import FaceDetector
+    from synth.faces.align import align_crop, apply_affine, clip_box
+    from synth.faces.detector import FaceDetector
     from synth.media.video import iter_frames
 
     det = FaceDetector()

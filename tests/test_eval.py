@@ -64,7 +64,7 @@ def test_landmark_error_and_flicker():
 
 
 def test_csim_of_a_face_with_itself(astronaut):
-    from synth.faces import FaceDetector
+    from synth.faces.detector import FaceDetector
     from synth.metrics import cosine, face_descriptor, same_person
 
     face = FaceDetector().detect(astronaut)[0]
@@ -75,7 +75,7 @@ def test_csim_of_a_face_with_itself(astronaut):
 
 
 def test_warp_identity_and_shift():
-    from synth.warp import warp_frames
+    from synth.faces.warp import warp_frames
 
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synth.align import align_crop, apply_affine, invert_affine, paste_back
-from synth.faces import FaceDetector, pick_face
+from synth.faces.align import align_crop, apply_affine, invert_affine, paste_back
+from synth.faces.detector import FaceDetector, pick_face
+from synth.faces.tracking import track_frames
 from synth.media.video import iter_frames, read_image
-from synth.tracking import track_frames
 from tests.conftest import shared_path
 
 PORTRAITS = ["face_recognition__obama.jpg", "face_recognition__biden.jpg", "LIA__macron.png", "avatarify__einstein.jpg"]

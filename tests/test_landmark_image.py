@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synth.landmark_image import FACE_PARTS, default_width, draw_landmarks
+from synth.faces.landmark_image import FACE_PARTS, default_width, draw_landmarks
 
 
 def part_landmarks() -> np.ndarray:

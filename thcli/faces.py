@@ -28,7 +28,8 @@ def faces(
     import numpy as np
 
     from synth.errors import UserError
-    from synth.faces import FaceDetector, pick_face
+    from synth.faces.detector import FaceDetector, pick_face
+    from synth.faces.tracking import LandmarkTrack, track_video
     from synth.media.atomic import atomic_path, check_writable
     from synth.media.video import (
         VIDEO_SUFFIXES,
@@ -39,7 +40,6 @@ def faces(
         read_image,
         write_image,
     )
-    from synth.tracking import LandmarkTrack, track_video
 
     if not input.exists():
         raise UserError(f"{input}: no such file")
@@ -84,7 +84,7 @@ def overlay(rgb, landmarks):
     """The landmark drawing over the image (lines replace the pixels they cover)."""
     import numpy as np
 
-    from synth.landmark_image import draw_landmarks
+    from synth.faces.landmark_image import draw_landmarks
 
     lines = draw_landmarks(landmarks, (rgb.shape[0], rgb.shape[1]))
     mask = lines.max(axis=2, keepdims=True).astype(np.float32) / 255.0

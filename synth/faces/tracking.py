@@ -146,7 +146,7 @@ def track_frames(
     68-point fit. On keyframes the face nearest the one being followed is kept, so a second person does
     not steal the track.
     """
-    from synth.faces import FaceDetector, fit_landmarks
+    from synth.faces.detector import FaceDetector, fit_landmarks
 
     det = detector or FaceDetector()
     raw: list[np.ndarray | None] = []

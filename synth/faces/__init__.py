@@ -1,0 +1,1 @@
+"""Faces: detection and 68 landmarks, tracking, alignment, landmark images, the piecewise-affine warp."""
