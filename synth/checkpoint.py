@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from synth.config import Config
 from synth.media.atomic import atomic_path
+from synth.nets.config import Config
 
 FORMAT = "th-meta-train"
 FORMAT_VERSION = 1

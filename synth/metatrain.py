@@ -26,13 +26,14 @@ from torch import nn
 
 from synth import distributed
 from synth.checkpoint import load_latest, save_checkpoint
-from synth.config import Config, LossConfig, NetConfig, replace
-from synth.discriminator import Discriminator
-from synth.embedder import Embedder
 from synth.episodes import EpisodeBatch, PreparedData, sample_episodes
 from synth.errors import UserError
-from synth.generator import Generator
-from synth.losses import (
+from synth.media.atomic import atomic_write_bytes
+from synth.nets.config import Config, LossConfig, NetConfig, replace
+from synth.nets.discriminator import Discriminator
+from synth.nets.embedder import Embedder
+from synth.nets.generator import Generator
+from synth.nets.losses import (
     Perceptual,
     adversarial_g,
     content_loss,
@@ -40,7 +41,6 @@ from synth.losses import (
     feature_matching,
     hinge_d,
 )
-from synth.media.atomic import atomic_write_bytes
 
 Sync = Callable[[], None]
 

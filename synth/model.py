@@ -21,12 +21,12 @@ from torch import nn
 
 from synth.checkpoint import FORMAT as CKPT_FORMAT
 from synth.checkpoint import list_checkpoints, load_checkpoint, read_metadata
-from synth.config import Config, replace
-from synth.discriminator import Discriminator
-from synth.embedder import Embedder
 from synth.errors import UserError
-from synth.generator import Generator
 from synth.media.atomic import atomic_path
+from synth.nets.config import Config, replace
+from synth.nets.discriminator import Discriminator
+from synth.nets.embedder import Embedder
+from synth.nets.generator import Generator
 
 MODEL_FORMAT = "th-model"
 MODEL_FORMAT_VERSION = 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synth import losses as L
 from synth.errors import UserError
+from synth.nets import losses as L
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from synth.checkpoint import list_checkpoints, load_checkpoint, load_latest
-from synth.config import preset, replace
 from synth.episodes import PreparedData, sample_episodes, write_synthetic_prepared
 from synth.errors import UserError
 from synth.metatrain import build_nets, build_optimizers, discriminator_step, generator_step, meta_train
+from synth.nets.config import preset, replace
 
 CPU = torch.device("cpu")
 

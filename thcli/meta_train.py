@@ -40,8 +40,8 @@ def meta_train(
     # whenever another process is busy (measured: 0.06 vs 1.1-1.3 images/s); passive waiting costs ~nothing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from synth.config import DEFAULT_STEPS, replace
-    from synth.config import preset as get_preset
+    from synth.nets.config import DEFAULT_STEPS, replace
+    from synth.nets.config import preset as get_preset
 
     cfg = get_preset(preset)
     cfg = replace(

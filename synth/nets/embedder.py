@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from synth.blocks import down_stack
-from synth.config import NetConfig
+from synth.nets.blocks import down_stack
+from synth.nets.config import NetConfig
 
 
 class Embedder(nn.Module):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from synth.blocks import ResDown, down_stack
-from synth.config import NetConfig
+from synth.nets.blocks import ResDown, down_stack
+from synth.nets.config import NetConfig
 
 
 class Discriminator(nn.Module):

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from synth.blocks import AdaIN, ResAdaIN, ResUpAdaIN, SelfAttention, down_stack
-from synth.config import NetConfig
+from synth.nets.blocks import AdaIN, ResAdaIN, ResUpAdaIN, SelfAttention, down_stack
+from synth.nets.config import NetConfig
 
 
 class Generator(nn.Module):
