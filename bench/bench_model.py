@@ -22,9 +22,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
     import torch
 
-    from synth.metatrain import build_nets, build_optimizers, meta_step
     from synth.model import fold_spectral_norm
     from synth.nets.config import preset, replace
+    from synth.train.metatrain import build_nets, build_optimizers, meta_step
 
     cfg = replace(preset(name), net={"num_videos": num_videos}, train={"batch": 1},
                   loss={"content": "l1_msssim", "w_l1": 10.0, "w_msssim": 5.0})

@@ -53,9 +53,9 @@ def peak_rss_child(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def resolve_bench_model(given: str | None, workdir: Path) -> tuple[Path, str]:
     """The model to time and a label saying what it is."""
-    from synth.checkpoint import list_checkpoints
     from synth.model import TalkingHeadModel, export_model
     from synth.nets.config import preset
+    from synth.train.checkpoint import list_checkpoints
 
     if given:
         return Path(given), f"{given}"

@@ -196,7 +196,7 @@ def build_samples(
     import torch
 
     from synth.model import TalkingHeadModel
-    from synth.shards import load_prepared
+    from synth.train.shards import load_prepared
 
     clips = load_prepared(prepared)
     if len(clips) < 3:

@@ -48,7 +48,7 @@ def watermarked_outputs(card: dict, det: Detector, out: Path, n: int = 4) -> dic
     from provenance.manifest import GenerationFacts
     from provenance.write import write_video
     from synth.model import TalkingHeadModel
-    from synth.shards import load_prepared
+    from synth.train.shards import load_prepared
 
     clips = load_prepared(card["config"]["prepared"], identities=set(card["splits"]["test"]))[:n + 1]
     model_path = card["config"]["models"][-1]

@@ -53,7 +53,7 @@ class TrainConfig:
 def default_generators(run_dir: Path = Path("runs/cpu")) -> list[Path]:
     """The bundled default model (if this install has it) plus the checkpoints of ``run_dir``."""
     from synth.bundled import DEFAULT_MODEL
-    from synth.checkpoint import list_checkpoints
+    from synth.train.checkpoint import list_checkpoints
 
     bundled = Path(__file__).resolve().parents[1] / "synth" / "assets" / DEFAULT_MODEL
     return ([bundled] if bundled.is_file() else []) + list_checkpoints(run_dir)
@@ -168,7 +168,7 @@ def train(out_dir: Path, cfg: TrainConfig, command: str, force: bool = False,
     import torch
 
     from synth.media.atomic import atomic_write_bytes, check_writable
-    from synth.shards import read_index
+    from synth.train.shards import read_index
 
     out_dir = Path(out_dir)
     weights = out_dir / "th-detector.safetensors"

@@ -62,8 +62,8 @@ def main() -> None:
     ap.add_argument("--wall-minutes", type=float, default=None, help="training wall time, if not derivable")
     args = ap.parse_args()
 
-    from synth.checkpoint import list_checkpoints, read_metadata
     from synth.model import export_model
+    from synth.train.checkpoint import list_checkpoints, read_metadata
 
     ckpt = list_checkpoints(args.run)[-1]
     meta = read_metadata(ckpt)

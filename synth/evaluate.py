@@ -94,8 +94,8 @@ def collect_clips(source: Path, identities: set[str] | None = None, per_identity
     """Clips to evaluate: a folder of videos (identities from a MANIFEST.tsv in it or its parent, or the
     VoxCeleb2 layout) or a manifest TSV (its ``clip`` rows); optionally only ``identities``."""
     from synth.media.video import VIDEO_SUFFIXES
-    from synth.prepare import discover, find_manifest
-    from synth.shards import clip_key
+    from synth.train.prepare import discover, find_manifest
+    from synth.train.shards import clip_key
 
     source = Path(source)
     if source.is_file() and source.suffix.lower() in (".tsv", ".txt"):

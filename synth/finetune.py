@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from synth.faces.landmark_image import draw_landmarks
-from synth.metatrain import discriminator_step, generator_step, step_seed
 from synth.model import TalkingHeadModel, fold_spectral_norm, images_to_tensor
 from synth.nets.losses import Perceptual
+from synth.train.metatrain import discriminator_step, generator_step, step_seed
 
 
 @dataclass

@@ -19,14 +19,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from synth.checkpoint import FORMAT as CKPT_FORMAT
-from synth.checkpoint import list_checkpoints, load_checkpoint, read_metadata
 from synth.errors import UserError
 from synth.media.atomic import atomic_path
 from synth.nets.config import Config, replace
 from synth.nets.discriminator import Discriminator
 from synth.nets.embedder import Embedder
 from synth.nets.generator import Generator
+from synth.train.checkpoint import FORMAT as CKPT_FORMAT
+from synth.train.checkpoint import list_checkpoints, load_checkpoint, read_metadata
 
 MODEL_FORMAT = "th-model"
 MODEL_FORMAT_VERSION = 1

@@ -122,7 +122,7 @@ def test_prepare_three_clips_then_resume(tmp_path, prepared3):
     index = json.loads((prepared3 / "index.json").read_text())
     assert index["version"] == 1 and index["size"] == 128 and len(index["clips"]) == 3
     assert len({c["identity"] for c in index["clips"]}) == 3
-    from synth.shards import iter_shard
+    from synth.train.shards import iter_shard
 
     for c in index["clips"]:
         (sample,) = list(iter_shard(prepared3 / c["shard"]))

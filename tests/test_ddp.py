@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synth.checkpoint import load_latest
-from synth.episodes import write_synthetic_prepared
-from synth.metatrain import build_nets
+from synth.train.checkpoint import load_latest
+from synth.train.episodes import write_synthetic_prepared
+from synth.train.metatrain import build_nets
 
 
 def _meta_train(*args: object) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def test_two_rank_gloo_matches_single_process(tmp_path: Path) -> None:
     prep = write_synthetic_prepared(tmp_path / "prep", n_clips=4, frames=6, size=64)
     common = ("--preset", "tiny", "--steps", "3", "--batch", "2", "--threads", "1", "--quiet")
     # --nproc 2 spawns `torchrun --standalone --nproc-per-node=2 -m thcli meta-train ...`; at every checkpoint
-    # the ranks compare weight checksums (synth.distributed.assert_in_sync) and fail if they diverged.
+    # the ranks compare weight checksums (synth.train.distributed.assert_in_sync) and fail if they diverged.
     ddp = _meta_train(prep, tmp_path / "ddp", *common, "--nproc", "2")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = _meta_train(prep, tmp_path / "single", *common)

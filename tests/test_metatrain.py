@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from synth.checkpoint import list_checkpoints, load_checkpoint, load_latest
-from synth.episodes import PreparedData, sample_episodes, write_synthetic_prepared
 from synth.errors import UserError
-from synth.metatrain import build_nets, build_optimizers, discriminator_step, generator_step, meta_train
 from synth.nets.config import preset, replace
+from synth.train.checkpoint import list_checkpoints, load_checkpoint, load_latest
+from synth.train.episodes import PreparedData, sample_episodes, write_synthetic_prepared
+from synth.train.metatrain import build_nets, build_optimizers, discriminator_step, generator_step, meta_train
 
 CPU = torch.device("cpu")
 
@@ -104,7 +104,7 @@ def test_export_load_and_finetune(prep: Path, tmp_path: Path) -> None:
     model = TalkingHeadModel.load(tmp_path / "m.safetensors")
     from_ckpt = TalkingHeadModel.load(tmp_path / "run")
     assert model.D.W.shape[0] == 0 and torch.equal(model.D.w0, from_ckpt.D.w0)
-    from synth.shards import iter_shard
+    from synth.train.shards import iter_shard
 
     clip = next(iter_shard(next((prep / "shards").glob("*.tar"))))
     frames, landmarks = clip.frames[:3], clip.landmarks[:3]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synth.metatrain import build_nets
 from synth.nets.blocks import SelfAttention
 from synth.nets.config import Config, preset, replace
+from synth.train.metatrain import build_nets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -71,7 +71,7 @@ def meta_train(
         raise typer.Exit(subprocess.run(cmd, check=False).returncode)
 
     from synth.device import resolve_device, set_threads
-    from synth.metatrain import meta_train as run_meta_train
+    from synth.train.metatrain import meta_train as run_meta_train
 
     set_threads(threads)
     dev = resolve_device(device)
@@ -80,7 +80,7 @@ def meta_train(
         time_budget_s=time_budget * 60 if time_budget is not None else None,
         force=force, vgg19=vgg19, vggface=vggface, show_progress=not quiet,
     )
-    from synth import distributed
+    from synth.train import distributed
 
     if distributed.init(dev.type).is_main:
         why = " (time budget reached)" if result.stopped_by_budget else " (interrupted)" if result.interrupted else ""

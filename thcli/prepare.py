@@ -26,8 +26,8 @@ def prepare(
     from rich.table import Table
 
     from synth.errors import UserError
-    from synth.prepare import PrepareConfig, discover, find_manifest
-    from synth.prepare import prepare as run_prepare
+    from synth.train.prepare import PrepareConfig, discover, find_manifest
+    from synth.train.prepare import prepare as run_prepare
 
     console = Console(stderr=True)
     if frames < 2 or size < 32 or workers < 1:

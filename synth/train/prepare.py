@@ -17,7 +17,7 @@ import numpy as np
 
 from synth.errors import UserError
 from synth.media.video import VIDEO_SUFFIXES
-from synth.shards import INDEX_VERSION, ClipSamples, clip_key, shard_meta, write_shard
+from synth.train.shards import INDEX_VERSION, ClipSamples, clip_key, shard_meta, write_shard
 
 
 @dataclass(frozen=True)

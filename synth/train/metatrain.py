@@ -24,9 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth import distributed
-from synth.checkpoint import load_latest, save_checkpoint
-from synth.episodes import EpisodeBatch, PreparedData, sample_episodes
 from synth.errors import UserError
 from synth.media.atomic import atomic_write_bytes
 from synth.nets.config import Config, LossConfig, NetConfig, replace
@@ -41,6 +38,9 @@ from synth.nets.losses import (
     feature_matching,
     hinge_d,
 )
+from synth.train import distributed
+from synth.train.checkpoint import load_latest, save_checkpoint
+from synth.train.episodes import EpisodeBatch, PreparedData, sample_episodes
 
 Sync = Callable[[], None]
 
@@ -291,7 +291,7 @@ def meta_train(
     """Meta-train E, G, D until ``steps`` total steps (resuming from RUN's latest checkpoint).
 
     Rank 0 writes config.json, checkpoints, TensorBoard scalars and sample grids; under torchrun every
-    rank takes its slice of each global batch and gradients are averaged (synth.distributed).
+    rank takes its slice of each global batch and gradients are averaged (synth.train.distributed).
     """
     info = distributed.init(device.type)
     if device.type == "cuda" and info.world > 1:  # one GPU per local rank

@@ -1,0 +1,1 @@
+"""Meta-training: data preparation, shards, episodes, the training loop, torchrun DDP, checkpoints."""
