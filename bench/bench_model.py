@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
     import torch
 
-    from synth.model import fold_spectral_norm
+    from synth.avatar.model import fold_spectral_norm
     from synth.nets.config import preset, replace
     from synth.train.metatrain import build_nets, build_optimizers, meta_step
 

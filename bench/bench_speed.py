@@ -53,7 +53,7 @@ def peak_rss_child(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def resolve_bench_model(given: str | None, workdir: Path) -> tuple[Path, str]:
     """The model to time and a label saying what it is."""
-    from synth.model import TalkingHeadModel, export_model
+    from synth.avatar.model import TalkingHeadModel, export_model
     from synth.nets.config import preset
     from synth.train.checkpoint import list_checkpoints
 
@@ -75,10 +75,10 @@ def stage_times(model_path: Path, driver: Path, repeats: int, sizes: tuple[int, 
 
     from provenance import keys, manifest, watermark
     from provenance.manifest import GenerationFacts
-    from synth.animate import render
+    from synth.avatar.animate import render
+    from synth.avatar.model import TalkingHeadModel
     from synth.faces.tracking import track_frames
     from synth.media.video import VideoWriter, iter_frames, probe
-    from synth.model import TalkingHeadModel
 
     info = probe(driver)
     frames: list[np.ndarray] = []

@@ -107,9 +107,9 @@ def generate_fakes(model, frames: np.ndarray, landmarks: np.ndarray, driver_land
     n more frames follow, driven by the person's own landmarks of n evenly spread real frames (for
     blending into those frames), and their landmarks are those real frames' landmarks.
     """
-    from synth.animate import render
-    from synth.finetune import finetune
-    from synth.motion import relative_transfer
+    from synth.avatar.animate import render
+    from synth.avatar.finetune import finetune
+    from synth.avatar.motion import relative_transfer
 
     rng = np.random.default_rng(seed)
     shots = np.sort(rng.choice(len(frames), size=min(k_shot, len(frames)), replace=False))
@@ -195,7 +195,7 @@ def build_samples(
     """
     import torch
 
-    from synth.model import TalkingHeadModel
+    from synth.avatar.model import TalkingHeadModel
     from synth.train.shards import load_prepared
 
     clips = load_prepared(prepared)

@@ -47,7 +47,7 @@ def watermarked_outputs(card: dict, det: Detector, out: Path, n: int = 4) -> dic
     from provenance.attacks import attack_video
     from provenance.manifest import GenerationFacts
     from provenance.write import write_video
-    from synth.model import TalkingHeadModel
+    from synth.avatar.model import TalkingHeadModel
     from synth.train.shards import load_prepared
 
     clips = load_prepared(card["config"]["prepared"], identities=set(card["splits"]["test"]))[:n + 1]

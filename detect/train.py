@@ -21,7 +21,7 @@ import numpy as np
 from detect import metrics
 from detect.data import Samples, augment, build_samples, split_identities
 from detect.model import DEFAULT_ARCH, DEFAULT_INPUT, Detector, DetectorSpec, build_network
-from synth.bundled import file_sha256
+from synth.avatar.bundled import file_sha256
 from synth.errors import UserError
 
 CARD_VERSION = 1
@@ -52,7 +52,7 @@ class TrainConfig:
 
 def default_generators(run_dir: Path = Path("runs/cpu")) -> list[Path]:
     """The bundled default model (if this install has it) plus the checkpoints of ``run_dir``."""
-    from synth.bundled import DEFAULT_MODEL
+    from synth.avatar.bundled import DEFAULT_MODEL
     from synth.train.checkpoint import list_checkpoints
 
     bundled = Path(__file__).resolve().parents[1] / "synth" / "assets" / DEFAULT_MODEL

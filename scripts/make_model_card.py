@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--wall-minutes", type=float, default=None, help="training wall time, if not derivable")
     args = ap.parse_args()
 
-    from synth.model import export_model
+    from synth.avatar.model import export_model
     from synth.train.checkpoint import list_checkpoints, read_metadata
 
     ckpt = list_checkpoints(args.run)[-1]

@@ -133,7 +133,7 @@ def check_identities(jobs: list[ClipJob], model_path: Path, allow: bool) -> str 
 
     Returns a warning when the check could not be made (no card), else None.
     """
-    from synth.bundled import model_card_path, train_identities
+    from synth.avatar.bundled import model_card_path, train_identities
 
     trained = train_identities(model_path)
     if trained is None:
@@ -202,7 +202,7 @@ def load_clip(job: ClipJob, size: int, cfg: EvalConfig) -> EvalClip:
 
 def render_frames(model, params, landmarks: np.ndarray) -> np.ndarray:
     """uint8 (T, S, S, 3): the enrolled person (PersonParams) rendered for each landmark set."""
-    from synth.animate import render
+    from synth.avatar.animate import render
 
     gen = params.generator_module(model)
     return np.stack(list(render(model, gen, params.psi, landmarks, model.image_size)))
@@ -295,7 +295,7 @@ def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress 
     """Run the protocol on ``jobs`` with a loaded TalkingHeadModel; returns numbers and strip images."""
     import torch
 
-    from synth.finetune import finetune
+    from synth.avatar.finetune import finetune
 
     def tell(desc: str, frac: float) -> None:
         if on_progress is not None:
@@ -367,7 +367,7 @@ def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress 
 def cross_identity(model, clips: list[EvalClip], params: dict, cfg: EvalConfig) -> dict:
     """Drive each avatar with the next clip of another identity: CSIM of generated frames to the
     avatar's source photos (identity kept) and to the driver's real frames (identity leaked)."""
-    from synth.motion import relative_transfer
+    from synth.avatar.motion import relative_transfer
 
     vals: dict[str, dict[int, dict[str, dict[str, dict[str, list[float]]]]]] = {
         m: {k: {t: {"kept": {}, "leaked": {}} for t in TRANSFERS} for k in cfg.shots} for m in CROSS_METHODS}

@@ -82,7 +82,7 @@ def tiny_model(tmp_path_factory, prepared3) -> Path:
     run = tmp_path_factory.mktemp("tiny_run") / "run"
     r = run_th("meta-train", prepared3, run, "--preset", "tiny", "--steps", "4", "--quiet", "--threads", "2")
     assert r.returncode == 0, r.stderr
-    from synth.model import export_model
+    from synth.avatar.model import export_model
 
     out = run.parent / "tiny.safetensors"
     export_model(run, out)

@@ -66,7 +66,7 @@ def test_separates_generated_from_real(detector):
     import torch
 
     from detect.data import generate_fakes, resize_to
-    from synth.model import TalkingHeadModel
+    from synth.avatar.model import TalkingHeadModel
 
     torch.set_num_threads(1)
     net = TalkingHeadModel.load(generator_path())

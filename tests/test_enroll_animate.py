@@ -62,7 +62,7 @@ def test_animate_photo_on_the_fly_with_builtin_motion(tmp_path, tiny_model, clip
 
 
 def test_relative_motion_keeps_avatar_shape():
-    from synth.motion import relative_transfer
+    from synth.avatar.motion import relative_transfer
 
     rng = np.random.default_rng(0)
     avatar = rng.uniform(40, 90, (68, 2)).astype(np.float32)
@@ -121,7 +121,7 @@ def test_bad_avatars_and_photos(tmp_path, tiny_model, clip_parts, prepared3):
     other_run = tmp_path / "other_run"
     assert run_th("meta-train", prepared3, other_run, "--preset", "tiny", "--steps", "2", "--seed", "7",
                   "--quiet").returncode == 0
-    from synth.model import export_model
+    from synth.avatar.model import export_model
 
     other = tmp_path / "other.safetensors"
     export_model(other_run, other)

@@ -95,8 +95,8 @@ def test_checkpoints_resume_exactly(prep: Path, tmp_path: Path) -> None:
 
 
 def test_export_load_and_finetune(prep: Path, tmp_path: Path) -> None:
-    from synth.finetune import PersonParams, finetune, person_inputs
-    from synth.model import TalkingHeadModel, export_model, tensor_to_images
+    from synth.avatar.finetune import PersonParams, finetune, person_inputs
+    from synth.avatar.model import TalkingHeadModel, export_model, tensor_to_images
 
     _train(prep, tmp_path / "run", 2)
     digest = export_model(tmp_path / "run", tmp_path / "m.safetensors")

@@ -37,17 +37,17 @@ def animate(
 
     from provenance.manifest import GenerationFacts
     from provenance.write import write_video
-    from synth.animate import plan_driver, render
-    from synth.avatar import Avatar
-    from synth.bundled import model_identity, resolve_model
+    from synth.avatar.animate import plan_driver, render
+    from synth.avatar.avatar_file import Avatar
+    from synth.avatar.bundled import model_identity, resolve_model
+    from synth.avatar.enroll import enroll as run_enroll
+    from synth.avatar.enroll import load_shots
+    from synth.avatar.finetune import PersonParams
+    from synth.avatar.model import TalkingHeadModel
     from synth.device import resolve_device, set_threads
-    from synth.enroll import enroll as run_enroll
-    from synth.enroll import load_shots
     from synth.errors import UserError
-    from synth.finetune import PersonParams
     from synth.media.atomic import check_writable
     from synth.media.video import is_image_path
-    from synth.model import TalkingHeadModel
 
     console = Console(stderr=True)
     if out.suffix.lower() != ".mp4":

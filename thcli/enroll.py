@@ -33,13 +33,13 @@ def enroll(
 
     from provenance.manifest import GenerationFacts
     from provenance.write import write_image
-    from synth.bundled import model_identity, resolve_model
+    from synth.avatar.bundled import model_identity, resolve_model
+    from synth.avatar.enroll import enroll as run_enroll
+    from synth.avatar.enroll import load_shots, preview_grid
+    from synth.avatar.model import TalkingHeadModel
     from synth.device import resolve_device, set_threads
-    from synth.enroll import enroll as run_enroll
-    from synth.enroll import load_shots, preview_grid
     from synth.errors import UserError
     from synth.media.atomic import check_writable
-    from synth.model import TalkingHeadModel
 
     console = Console(stderr=True)
     if out.suffix != ".avatar":

@@ -52,7 +52,7 @@ def eval_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from synth import evaluate as ev
-    from synth.bundled import model_identity, resolve_model
+    from synth.avatar.bundled import model_identity, resolve_model
     from synth.errors import UserError
     from synth.media.atomic import atomic_path, atomic_write_bytes, check_writable
 
@@ -76,8 +76,8 @@ def eval_cmd(
         print(f"th: warning: {warning}", file=sys.stderr)
     from provenance.manifest import GenerationFacts  # heavy imports after the cheap checks
     from provenance.write import write_image
+    from synth.avatar.model import TalkingHeadModel
     from synth.device import resolve_device, set_threads
-    from synth.model import TalkingHeadModel
 
     set_threads(threads)
     net = TalkingHeadModel.load(model_path, resolve_device(device))

@@ -1,7 +1,7 @@
 """Meta-learning stage of Zakharov et al. 2019 (Sec. 3.2): E, G and D trained on episodes.
 
 One step = one generator phase and one discriminator phase, written as explicit functions that
-return named losses; few-shot fine-tuning (synth.finetune) reuses the same two phase functions.
+return named losses; few-shot fine-tuning (synth.avatar.finetune) reuses the same two phase functions.
 
 - ``generator_step``: minimise L_CNT + L_ADV + L_MCH (Eq. 1) over E, G and P.
 - ``discriminator_step``: minimise the hinge loss L_DSC (Eq. 6) over D (θ, W, w0, b).

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synth.avatar.motion import BUILTIN_MOTIONS
 from synth.errors import UserError
-from synth.motion import BUILTIN_MOTIONS
 
 
 @dataclass
@@ -31,11 +31,11 @@ class DriverPlan:
 def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = True, fps: float = 25.0,
                 seconds: float = 4.0, neutral: int | None = None) -> DriverPlan:
     """Turn DRIVER (a video, a `.npz` track, or a built-in motion name) into avatar landmarks."""
-    from synth.bundled import file_sha256
+    from synth.avatar.bundled import file_sha256
+    from synth.avatar.motion import absolute_transfer, builtin_motion, relative_transfer
     from synth.faces.align import apply_affine, clip_box
     from synth.faces.tracking import LandmarkTrack, track_video
     from synth.media.video import VIDEO_SUFFIXES, probe_has_audio
-    from synth.motion import absolute_transfer, builtin_motion, relative_transfer
 
     if driver in BUILTIN_MOTIONS:
         lm = builtin_motion(driver, avatar_lm, fps=fps, seconds=seconds)
@@ -74,8 +74,8 @@ def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: i
     import cv2
     import torch
 
+    from synth.avatar.model import images_to_tensor, tensor_to_images
     from synth.faces.landmark_image import draw_landmarks
-    from synth.model import images_to_tensor, tensor_to_images
 
     s = model.image_size
     paster = None

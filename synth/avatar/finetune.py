@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from synth.avatar.model import TalkingHeadModel, fold_spectral_norm, images_to_tensor
 from synth.faces.landmark_image import draw_landmarks
-from synth.model import TalkingHeadModel, fold_spectral_norm, images_to_tensor
 from synth.nets.losses import Perceptual
 from synth.train.metatrain import discriminator_step, generator_step, step_seed
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.avatar import Avatar
+from synth.avatar.avatar_file import Avatar
 from synth.errors import UserError
 
 
@@ -64,8 +64,8 @@ def enroll(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Avatar:
     """Enroll one person from prepared shots; returns the avatar (not yet saved)."""
-    from synth.bundled import model_identity
-    from synth.finetune import finetune
+    from synth.avatar.bundled import model_identity
+    from synth.avatar.finetune import finetune
 
     t0 = time.perf_counter()
     params = finetune(model, shots.crops, shots.landmarks, steps=steps, seed=seed, on_step=on_step)
@@ -94,9 +94,9 @@ def preview_grid(model, avatar: Avatar, shots: Shots, max_rows: int = 8) -> np.n
     """Rows of (photo crop | landmark image | reconstruction from that landmark image)."""
     import torch
 
+    from synth.avatar.finetune import PersonParams
+    from synth.avatar.model import images_to_tensor, tensor_to_images
     from synth.faces.landmark_image import draw_landmarks
-    from synth.finetune import PersonParams
-    from synth.model import images_to_tensor, tensor_to_images
 
     params = PersonParams.from_tensors(avatar.tensors)
     g = params.generator_module(model)

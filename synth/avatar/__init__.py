@@ -1,0 +1,1 @@
+"""Avatars: the loaded model, enrollment, fine-tuning, motion, animation, the avatar file and bundled assets."""
