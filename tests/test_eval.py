@@ -36,7 +36,7 @@ def _face_landmarks(size: int = 128) -> np.ndarray:
 # --- metrics on hand-made arrays ------------------------------------------------------------------
 
 def test_psnr_ssim_identical_and_different():
-    from synth.metrics import PSNR_CAP, psnr, ssim
+    from synth.eval.metrics import PSNR_CAP, psnr, ssim
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -50,7 +50,7 @@ def test_psnr_ssim_identical_and_different():
 
 
 def test_landmark_error_and_flicker():
-    from synth.metrics import flicker_ratio, frame_change, inter_ocular, landmark_error
+    from synth.eval.metrics import flicker_ratio, frame_change, inter_ocular, landmark_error
 
     lm = _face_landmarks()
     assert landmark_error(lm, lm) == 0.0
@@ -64,8 +64,8 @@ def test_landmark_error_and_flicker():
 
 
 def test_csim_of_a_face_with_itself(astronaut):
+    from synth.eval.metrics import cosine, face_descriptor, same_person
     from synth.faces.detector import FaceDetector
-    from synth.metrics import cosine, face_descriptor, same_person
 
     face = FaceDetector().detect(astronaut)[0]
     d = face_descriptor(astronaut, face.landmarks)
@@ -89,7 +89,7 @@ def test_warp_identity_and_shift():
 
 
 def test_select_frames_and_bootstrap():
-    from synth.evaluate import mean_ci, select_frames
+    from synth.eval.protocol import mean_ci, select_frames
 
     valid = np.arange(100)
     sources, drive, pairs = select_frames(valid, (1, 8), 8)

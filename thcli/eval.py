@@ -51,9 +51,9 @@ def eval_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from synth import evaluate as ev
     from synth.avatar.bundled import model_identity, resolve_model
     from synth.errors import UserError
+    from synth.eval import protocol as ev
     from synth.media.atomic import atomic_path, atomic_write_bytes, check_writable
 
     console = Console(stderr=True)

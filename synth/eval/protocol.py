@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth import metrics
 from synth.errors import UserError
+from synth.eval import metrics
 
 METHODS = ("static", "warp", "th-FF", "th-FT")
 BASELINES = ("static", "warp")

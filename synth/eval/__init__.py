@@ -1,0 +1,1 @@
+"""Evaluation: the th eval self-reenactment protocol and its plain metric functions."""
