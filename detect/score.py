@@ -138,3 +138,13 @@ def plot_scores(results: list[FileScore], dest: Path | str, force: bool = False)
     with atomic_path(dest, force=force, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def verify_evidence(path: Path, max_frames: int) -> dict | None:
+    """The detector's evidence for ``th verify`` (``provenance.verify.DetectorScore``): the bundled
+    detector's file score as a dict, or None when no weights are bundled."""
+    from detect.model import bundled_weights
+
+    if not bundled_weights().is_file():
+        return None
+    return score_file(path, max_frames=max_frames).to_dict()

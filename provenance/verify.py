@@ -5,6 +5,7 @@ The JSON report (``Report.to_dict``) is a stable interface, documented in docs/P
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,28 +67,6 @@ class Report:
         }
 
 
-def detector_score(path: Path, max_frames: int | None = None) -> dict | None:
-    """The detector hook: ``detect.score_file(path)`` when the detect package has it and bundled
-    weights; otherwise None (no detector yet)."""
-    import importlib
-    import importlib.resources
-
-    try:
-        detect = importlib.import_module("detect")
-    except ImportError:
-        return None
-    score_file = getattr(detect, "score_file", None)
-    if score_file is None:
-        return None
-    assets = importlib.resources.files("detect") / "assets"
-    if not assets.is_dir() or not any(p.name.endswith(".safetensors") for p in assets.iterdir()):
-        return None
-    result = score_file(path) if max_frames is None else score_file(path, max_frames=max_frames)
-    if hasattr(result, "to_dict"):  # detect.FileScore
-        return result.to_dict()
-    return result if isinstance(result, dict) else {"score": result}
-
-
 def _frames(path: Path, max_frames: int):
     from synth.media import video
 
@@ -123,8 +102,15 @@ def verdict_for(state: str, found: bool, matches: bool | None, detector: dict | 
     return "no-evidence"
 
 
-def verify_file(path: Path | str, trust: list[Path] | None = None, max_frames: int = MAX_FRAMES) -> Report:
-    """Everything ``th verify`` reports about one file."""
+DetectorScore = Callable[[Path, int], "dict | None"]
+"""A detector's evidence for a file: ``score(path, max_frames) -> {"score", "synthetic", ...}`` or None.
+
+Passed in by the caller (the CLI passes ``detect.verify_evidence``): provenance does not import detect."""
+
+
+def verify_file(path: Path | str, trust: list[Path] | None = None, max_frames: int = MAX_FRAMES,
+                detector: DetectorScore | None = None) -> Report:
+    """Everything ``th verify`` reports about one file (the detector's evidence when ``detector`` is given)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -137,9 +123,9 @@ def verify_file(path: Path | str, trust: list[Path] | None = None, max_frames: i
     matches = None
     if c2pa_report.payload is not None and mark.found:
         matches = mark.payload == c2pa_report.payload
-    detector = detector_score(path, max_frames=min(max_frames, 64))  # a median over 64 frames is stable
-    verdict = verdict_for(c2pa_report.state, mark.found, matches, detector)
-    return Report(path, verdict, c2pa_report, mark, matches, detector, roots)
+    evidence = None if detector is None else detector(path, min(max_frames, 64))  # a 64-frame median is stable
+    verdict = verdict_for(c2pa_report.state, mark.found, matches, evidence)
+    return Report(path, verdict, c2pa_report, mark, matches, evidence, roots)
 
 
 def worst(verdicts: list[str]) -> str:

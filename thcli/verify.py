@@ -19,9 +19,10 @@ def verify(
     5 no evidence, 6 likely synthetic (the most severe over all files); 2 on usage errors."""
     import json
 
+    from detect import verify_evidence
     from provenance.verify import verify_file, worst
 
-    reports = [verify_file(f, trust=trust or [], max_frames=max_frames) for f in files]
+    reports = [verify_file(f, trust=trust or [], max_frames=max_frames, detector=verify_evidence) for f in files]
     if json_out:
         data = [r.to_dict() for r in reports]
         typer.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2, default=str))
