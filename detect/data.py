@@ -125,7 +125,7 @@ def generate_fakes(model, frames: np.ndarray, landmarks: np.ndarray, driver_land
         own = np.linspace(0, len(frames) - 1, self_driven).round().astype(int)
         lm = np.concatenate([lm, landmarks[own] * k]).astype(np.float32)
     gen = params.generator_module(model)
-    return np.stack(list(render(model, gen, params.psi, lm, s))), lm
+    return np.stack(list(render(model, gen, params.psi, lm, s, sources=params.sources))), lm
 
 
 def face_mask(landmarks: np.ndarray, size: int, feather: float = 0.04) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from synth.errors import UserError
+from synth.faces.warp import ShotWarper
 from synth.nets.config import preset, replace
 from synth.train.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from synth.train.episodes import PreparedData, sample_episodes, write_synthetic_prepared
@@ -58,13 +59,14 @@ def test_phases_update_only_their_networks(prep: Path) -> None:
     e, g, d = build_nets(cfg.net)
     opt_g, opt_d = build_optimizers(e, g, d, cfg)
     data = PreparedData(prep, cfg.net.image_size)
-    b = sample_episodes(data, 2, 0, 0, 2)
+    b = sample_episodes(data, 2, 0, 0, 2, warp=True)
     x, y, video = torch.from_numpy(b.frames), torch.from_numpy(b.landmarks), torch.from_numpy(b.video)
+    assert b.warped is not None and b.warped.shape == (2, 2, 3, 32, 32)  # K = 2 shots warped to the target
     snap = lambda m: {k: v.clone() for k, v in m.state_dict().items() if not k.endswith(("_u", "_v"))}  # noqa: E731
     before = [snap(m) for m in (e, g, d)]
     e_hat = e(x[:, :2], y[:, :2])
     losses, fake = generator_step(g, d, opt_g, y[:, 2], x[:, 2], g.project(e_hat), d.column(video), cfg.loss,
-                                  mch=(e_hat, d.W[video]))
+                                  mch=(e_hat, d.W[video]), warped=torch.from_numpy(b.warped))
     assert {"l1", "msssim", "adv", "fm", "mch", "g_total"} <= losses.keys()
     assert all(np.isfinite(v) for v in losses.values())
     changed = lambda m, old: any(not torch.equal(v, old[k]) for k, v in snap(m).items())  # noqa: E731
@@ -110,13 +112,18 @@ def test_export_load_and_finetune(prep: Path, tmp_path: Path) -> None:
     frames, landmarks = clip.frames[:3], clip.landmarks[:3]
     x, y = person_inputs(model, frames, landmarks)
     ff = finetune(model, frames, landmarks, steps=0)
-    out = model.generate(y, psi=ff.psi)
-    assert torch.allclose(out, from_ckpt.generate(y, e_hat=ff.e_hat), atol=1e-5)
+    assert model.uses_warp and ff.shots.shape == (3, 32, 32, 3) and ff.shot_landmarks.shape == (3, 68, 2)
+    warper = ShotWarper(*ff.sources)
+    warped = torch.from_numpy(np.stack([warper(lm) for lm in ff.shot_landmarks])).permute(0, 1, 4, 2, 3)
+    warped = warped.float() / 127.5 - 1  # (3 targets, K=3, 3, S, S)
+    out = model.generate(y, psi=ff.psi, warped=warped)
+    assert torch.allclose(out, from_ckpt.generate(y, e_hat=ff.e_hat, warped=warped), atol=1e-5)
     assert torch.allclose(ff.column, model.D.w0 + ff.e_hat)
     tuned = finetune(model, frames, landmarks, steps=2, batch=2)
     assert len(tuned.losses) == 2 and "mch" not in tuned.losses[0]
     restored = PersonParams.from_tensors(tuned.tensors())
-    out2 = model.generate(y, psi=restored.psi, generator=restored.generator_module(model))
+    assert np.array_equal(restored.shots, tuned.shots)
+    out2 = model.generate(y, psi=restored.psi, generator=restored.generator_module(model), warped=warped)
     assert out2.shape == (3, 3, 32, 32) and tensor_to_images(out2).dtype == np.uint8
     assert not torch.allclose(out2, out)
 

@@ -87,7 +87,8 @@ def animate(
             paste = (av.photo, av.photo_affine)
 
         def frames():
-            for f in render(net, gen, params.psi, plan.landmarks, size, paste_into=paste):
+            for f in render(net, gen, params.psi, plan.landmarks, size, paste_into=paste,
+                            sources=params.sources):
                 progress.advance(task)
                 yield f
 

@@ -65,11 +65,14 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
 
 
 def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: int = 8,
-           paste_into: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[np.ndarray]:
+           paste_into: tuple[np.ndarray, np.ndarray] | None = None,
+           sources: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 RGB frames (out_size²) for each landmark set, ``batch`` at a time.
 
     ``paste_into`` = (photo, affine photo→crop): each generated crop is blended back into the full
-    photo instead (output = the photo's size), so the result is not only the face crop.
+    photo instead (output = the photo's size), so the result is not only the face crop. ``sources`` =
+    (shots (K,S,S,3), landmarks (K,68,2)) at model size: what the warp-guided generator warps
+    (``PersonParams.sources``).
     """
     import cv2
     import torch
@@ -83,10 +86,21 @@ def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: i
         from synth.faces.align import Paster
 
         paster = Paster(paste_into[0].shape, s, paste_into[1])
+    warper = None
+    if model.uses_warp:
+        if sources is None:
+            raise UserError("this model warps the avatar's shots, but the avatar has none: re-enroll it")
+        from synth.faces.warp import ShotWarper
+
+        warper = ShotWarper(*sources)
     for i in range(0, len(landmarks), batch):
         y = images_to_tensor(np.stack([draw_landmarks(lm, s) for lm in landmarks[i:i + batch]]), model.device)
+        warped = None
+        if warper is not None:
+            w = np.stack([warper(lm) for lm in landmarks[i:i + batch]])  # (b,K,S,S,3)
+            warped = images_to_tensor(w.reshape(-1, s, s, 3), model.device).view(len(w), -1, 3, s, s)
         with torch.no_grad():
-            frames = tensor_to_images(model.generate(y, psi=psi, generator=generator))
+            frames = tensor_to_images(model.generate(y, psi=psi, generator=generator, warped=warped))
         for f in frames:
             if paster is not None and paste_into is not None:
                 yield paster(paste_into[0], f)

@@ -103,7 +103,15 @@ def preview_grid(model, avatar: Avatar, shots: Shots, max_rows: int = 8) -> np.n
     k = min(len(shots.crops), max_rows)
     s = model.image_size
     lm_imgs = np.stack([draw_landmarks(lm, s) for lm in shots.landmarks[:k]])
+    warped = None
+    if model.uses_warp:
+        from synth.avatar.finetune import training_sources
+
+        # each shot rebuilt from the shots after a pose jitter of itself (what fine-tuning trained on)
+        rng = np.random.default_rng(0)
+        warped = torch.from_numpy(np.stack([training_sources(*params.sources, i, rng) for i in range(k)]))
     with torch.no_grad():
-        rec = tensor_to_images(model.generate(images_to_tensor(lm_imgs, model.device), psi=params.psi, generator=g))
+        rec = tensor_to_images(model.generate(images_to_tensor(lm_imgs, model.device), psi=params.psi, generator=g,
+                                              warped=warped))
     rows = [np.hstack([shots.crops[i], lm_imgs[i], rec[i]]) for i in range(k)]
     return np.vstack(rows)

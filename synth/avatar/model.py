@@ -24,7 +24,7 @@ from synth.media.atomic import atomic_path
 from synth.nets.config import Config, replace
 from synth.nets.discriminator import Discriminator
 from synth.nets.embedder import Embedder
-from synth.nets.generator import Generator
+from synth.nets.generator import Generator, build_generator
 from synth.train.checkpoint import FORMAT as CKPT_FORMAT
 from synth.train.checkpoint import list_checkpoints, load_checkpoint, read_metadata
 
@@ -85,7 +85,8 @@ class TalkingHeadModel:
     @staticmethod
     def build(config: Config, device: torch.device | str = "cpu") -> TalkingHeadModel:
         """A model with freshly initialised weights (tests, benchmarks)."""
-        return TalkingHeadModel(config, Embedder(config.net), Generator(config.net), Discriminator(config.net), device)
+        return TalkingHeadModel(config, Embedder(config.net), build_generator(config.net), Discriminator(config.net),
+                                device)
 
     @staticmethod
     def load(path: Path | str, device: torch.device | str = "cpu") -> TalkingHeadModel:
@@ -136,12 +137,19 @@ class TalkingHeadModel:
             self._fast_e = fold_spectral_norm(self.E)
         return self._fast_e(frames[None].to(self.device), landmark_images[None].to(self.device))[0]
 
+    @property
+    def uses_warp(self) -> bool:
+        """True for the warp-guided generator: it needs the source shots warped to every target."""
+        return bool(getattr(self.G, "uses_warp", False))
+
     @torch.no_grad()
     def generate(self, landmark_images: torch.Tensor, e_hat: torch.Tensor | None = None,
-                 psi: torch.Tensor | None = None, generator: Generator | None = None) -> torch.Tensor:
+                 psi: torch.Tensor | None = None, generator: nn.Module | None = None,
+                 warped: torch.Tensor | None = None) -> torch.Tensor:
         """Frames (T,3,S,S) in [-1, 1] for landmark images (T,3,S,S), given ê (N,) or AdaIN params ψ.
 
-        ``generator`` overrides the meta-learned G (e.g. a fine-tuned, folded one).
+        ``generator`` overrides the meta-learned G (e.g. a fine-tuned, folded one); ``warped`` (T,K,3,S,S)
+        are the source shots warped to each target (needed by the warp-guided generator).
         """
         g = generator if generator is not None else self.fast_generator()
         if psi is None:
@@ -149,7 +157,8 @@ class TalkingHeadModel:
                 raise ValueError("generate needs e_hat or psi")
             psi = g.project(e_hat.to(self.device)[None])[0]
         y = landmark_images.to(self.device)
-        return g(y, psi.to(self.device)[None].expand(y.shape[0], -1))
+        w = None if warped is None else warped.to(self.device)
+        return g(y, psi.to(self.device)[None].expand(y.shape[0], -1), w).clamp(-1, 1)
 
     def export(self, out: Path | str, force: bool = False) -> str:
         """Write the inference model file (see module docstring); returns its sha256."""

@@ -205,7 +205,7 @@ def render_frames(model, params, landmarks: np.ndarray) -> np.ndarray:
     from synth.avatar.animate import render
 
     gen = params.generator_module(model)
-    return np.stack(list(render(model, gen, params.psi, landmarks, model.image_size)))
+    return np.stack(list(render(model, gen, params.psi, landmarks, model.image_size, sources=params.sources)))
 
 
 def baseline_frames(method: str, source: np.ndarray, source_lm: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -1,14 +1,18 @@
-"""The `warp` baseline of `th eval`: a piecewise-affine warp of the source photo by the driver's landmarks.
+"""Piecewise-affine warp of a photo by landmarks: the `warp` baseline of `th eval`, and the first half of the
+warp-guided generator (synth.nets.warp_generator), which warps the avatar's shots and then fixes the warp.
 
-The source's 68 landmarks plus fixed points on the image border are triangulated once (Delaunay); each
-output pixel inside a triangle of the *driver's* landmarks is pulled from the matching source triangle
-through that triangle's affine map. The border points are fixed, so the background stays where it was.
-This is the classical non-learned way to reenact a photo, and the bar a learned generator must clear.
+The source's 68 landmarks, a few points derived from them (forehead above the brows, a ring outside the
+jaw, so hair and neck move with the head) and fixed points on the image border are triangulated once
+(Delaunay); each output pixel inside a triangle of the *target's* points is pulled from the matching
+source triangle through that triangle's affine map. The border points are fixed, so the background stays.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+FOREHEAD = (17, 19, 21, 22, 24, 26)  # brow points lifted onto the forehead
+OUTER_RING = (0, 2, 4, 6, 8, 10, 12, 14, 16)  # jaw points pushed outwards (hair, ears, neck)
 
 
 def border_points(size: tuple[int, int], per_side: int = 3) -> np.ndarray:
@@ -21,6 +25,20 @@ def border_points(size: tuple[int, int], per_side: int = 3) -> np.ndarray:
     bottom = np.column_stack([(w - 1) - xs, np.full_like(xs, h - 1)])
     left = np.column_stack([np.zeros_like(ys), (h - 1) - ys])
     return np.vstack([top, right, bottom, left]).astype(np.float64)
+
+
+def dense_points(landmarks: np.ndarray) -> np.ndarray:
+    """(68 + 15, 2): the landmarks plus forehead points and an outer ring, all moving with the face.
+
+    Forehead: each chosen brow point lifted along the face's up axis (nose tip → nose bridge) by 0.6 of
+    the nose length. Ring: every other jaw point pushed 25 % further from the face centre.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    up = lm[27] - lm[30]  # nose tip -> top of the bridge
+    forehead = lm[list(FOREHEAD)] + 0.6 * up
+    centre = lm[list(range(17)) + list(range(27, 36))].mean(0)
+    ring = centre + 1.25 * (lm[list(OUTER_RING)] - centre)
+    return np.vstack([lm, forehead, ring])
 
 
 def triangulate(points: np.ndarray) -> np.ndarray:
@@ -37,32 +55,54 @@ class PiecewiseAffineWarp:
         h, w = source.shape[:2]
         self.source = source
         self.border = border_points((w, h))
-        self.src_pts = np.vstack([np.asarray(source_landmarks, np.float64), self.border])
+        self.src_pts = np.vstack([dense_points(source_landmarks), self.border])
         self.triangles = triangulate(self.src_pts)
+        self._grid = np.mgrid[0:h, 0:w].astype(np.float32)  # (2, h, w): ys, xs
+
+    def maps(self, target_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cv2.remap maps (float32 (h, w) each): where every output pixel samples the source."""
+        import cv2
+
+        h, w = self.source.shape[:2]
+        dst_pts = np.vstack([dense_points(target_landmarks), self.border])
+        label = np.full((h, w), -1, np.int32)
+        tri_dst = dst_pts[self.triangles]  # (M,3,2)
+        a = np.concatenate([tri_dst, np.ones((len(self.triangles), 3, 1))], axis=2)  # (M,3,3)
+        ok = np.abs(np.linalg.det(a)) > 1e-9
+        affines = np.zeros((len(self.triangles), 2, 3), np.float32)
+        # affine from the target's triangle (output) back to the source triangle (where to sample)
+        affines[ok] = np.linalg.solve(a[ok], self.src_pts[self.triangles[ok]]).transpose(0, 2, 1)
+        for k in np.flatnonzero(ok):
+            cv2.fillConvexPoly(label, np.round(tri_dst[k]).astype(np.int32), int(k))
+        ys, xs = self._grid
+        inside = label >= 0
+        m = affines[np.where(inside, label, 0)]  # (h, w, 2, 3)
+        map_x = np.where(inside, m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2], xs)
+        map_y = np.where(inside, m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2], ys)
+        return map_x.astype(np.float32), map_y.astype(np.float32)
 
     def __call__(self, target_landmarks: np.ndarray) -> np.ndarray:
         """The source image warped so its landmarks land on ``target_landmarks`` (68, 2)."""
         import cv2
 
-        h, w = self.source.shape[:2]
-        dst_pts = np.vstack([np.asarray(target_landmarks, np.float64), self.border])
-        label = np.full((h, w), -1, np.int32)
-        affines = np.zeros((len(self.triangles), 2, 3), np.float64)
-        for k, tri in enumerate(self.triangles):
-            d = dst_pts[tri]
-            # affine from the driver's triangle (output) back to the source triangle (where to sample)
-            a = np.hstack([d, np.ones((3, 1))])
-            if abs(np.linalg.det(a)) < 1e-9:
-                continue
-            affines[k] = np.linalg.solve(a, self.src_pts[tri]).T
-            cv2.fillConvexPoly(label, np.round(d).astype(np.int32), int(k))
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-        inside = label >= 0
-        lab = np.where(inside, label, 0)
-        m = affines[lab]  # (h, w, 2, 3)
-        map_x = np.where(inside, m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2], xs).astype(np.float32)
-        map_y = np.where(inside, m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2], ys).astype(np.float32)
+        map_x, map_y = self.maps(target_landmarks)
         return cv2.remap(self.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class ShotWarper:
+    """The K source shots of one person, each warped to a target's landmarks (the generator's input)."""
+
+    def __init__(self, shots: np.ndarray, shot_landmarks: np.ndarray) -> None:
+        if len(shots) != len(shot_landmarks) or len(shots) == 0:
+            raise ValueError(f"{len(shots)} shots but {len(shot_landmarks)} landmark sets")
+        self.warps = [PiecewiseAffineWarp(s, lm) for s, lm in zip(shots, shot_landmarks)]
+
+    def __len__(self) -> int:
+        return len(self.warps)
+
+    def __call__(self, target_landmarks: np.ndarray) -> np.ndarray:
+        """uint8 (K, H, W, 3): every shot warped to ``target_landmarks`` (68, 2)."""
+        return np.stack([w(target_landmarks) for w in self.warps])
 
 
 def warp_frames(source: np.ndarray, source_landmarks: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -58,11 +58,8 @@ class ResDown(nn.Module):
         if self.preact:
             h = F.relu(h)
         h = self.conv2(F.relu(self.norm2(self.conv1(h))))
-        s = self.skip(x)
-        if self.down:
-            h = F.avg_pool2d(h, 2)
-            s = F.avg_pool2d(s, 2)
-        return h + s
+        out = h + self.skip(x)
+        return F.avg_pool2d(out, 2) if self.down else out  # pooling is linear: pool(h) + pool(s) in one call
 
 
 class ResAdaIN(nn.Module):

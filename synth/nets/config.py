@@ -1,7 +1,8 @@
 """Typed, frozen configuration of the talking-head model and its meta-training (Zakharov et al. 2019).
 
-Three named presets (``tiny`` for tests, ``cpu`` for the bundled default model, ``paper`` for the
-published 256 px setup, Sec. 4 / Appendix). A config is plain data: it is printed by ``--dry-run``,
+Named presets: ``tiny`` (tests; ``tiny2019`` with the 2019 generator), ``cpu`` (the bundled default model:
+the warp-guided generator at 256 px), ``cpu2019`` (the first bundled model: the 2019 generator at 128 px) and
+``paper`` (the published 256 px setup, Sec. 4 / Appendix). A config is plain data: it is printed by ``--dry-run``,
 stored in ``RUN/config.json``, in every checkpoint and in every exported model file.
 """
 
@@ -21,6 +22,12 @@ class NetConfig:
 
     image_size: int = 128
     """Side of the square face crop the networks see (256 in the paper)."""
+    generator: str = "adain"
+    """``adain``: the 2019 generator, every pixel painted from the landmark image (synth.nets.generator);
+    ``warp``: the warp-guided generator, the source shots warped to the target landmarks and fixed by the same
+    AdaIN network through a blend mask (synth.nets.warp_generator)."""
+    embed_size: int = 0
+    """Side at which E sees its frames (0 = image_size); identity does not need full resolution."""
     emb_dim: int = 512
     """N: size of the embedding ê and of D's projection vectors W_i, w0."""
     g_widths: tuple[int, ...] = (32, 64, 128)
@@ -78,6 +85,9 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def with_preset(self, name: str) -> Config:
+        return dataclasses.replace(self, preset=name)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -115,6 +125,7 @@ def _tiny() -> Config:
         preset="tiny",
         net=NetConfig(
             image_size=32,
+            generator="warp",
             emb_dim=16,
             g_widths=(8, 16),
             g_res_blocks=1,
@@ -127,10 +138,30 @@ def _tiny() -> Config:
 
 
 def _cpu() -> Config:
-    # Chosen by measurement on a 2-core CPU (bench/bench_model.py, docs/MODEL.md): 128 px, narrow widths,
-    # K=4. Learning rates are 2x the paper's (5e-5 / 2e-4) for a ~90-minute budget (not A/B-measured).
+    # The bundled default (Dec 2026): the warp-guided generator at native 256 px, sized for >= 40 fps on two
+    # CPU threads (bench/bench_model.py); E sees 128 px; a narrow 6-level D. K=4 in meta-learning.
     return Config(
         preset="cpu",
+        net=NetConfig(
+            image_size=256,
+            generator="warp",
+            embed_size=128,
+            emb_dim=256,
+            g_widths=(16, 32, 64, 128),
+            g_res_blocks=4,
+            e_widths=(16, 32, 64, 128),
+            d_widths=(8, 16, 32, 64, 128),
+            attn_res=16,  # 32 (the paper's place) costs 17 % of a training step on a CPU: 1024 tokens
+        ),
+        train=TrainConfig(k_shot=4, batch=2, lr_g=2e-4, lr_d=4e-4, ckpt_every=250, sample_every=250),
+    )
+
+
+def _cpu2019() -> Config:
+    # The first bundled model (Nov 2026), kept for comparison: the 2019 generator at 128 px, chosen by
+    # measurement on a 2-core CPU (docs/MODEL.md). Learning rates 2x the paper's (not A/B-measured).
+    return Config(
+        preset="cpu2019",
         net=NetConfig(
             image_size=128,
             emb_dim=256,
@@ -161,11 +192,15 @@ def _paper() -> Config:
     )
 
 
-PRESETS = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
+def _tiny2019() -> Config:
+    return replace(_tiny(), net={"generator": "adain"}).with_preset("tiny2019")
+
+
+PRESETS = {"tiny": _tiny, "tiny2019": _tiny2019, "cpu": _cpu, "cpu2019": _cpu2019, "paper": _paper}
 
 
 def preset(name: str) -> Config:
-    """The named preset (``tiny``, ``cpu``, ``paper``)."""
+    """The named preset (``tiny``, ``tiny2019``, ``cpu``, ``cpu2019``, ``paper``)."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     return PRESETS[name]()
@@ -180,5 +215,5 @@ def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
     return out
 
 
-DEFAULT_STEPS = {"tiny": 4, "cpu": 20000, "paper": 500000}
+DEFAULT_STEPS = {"tiny": 4, "tiny2019": 4, "cpu": 20000, "cpu2019": 20000, "paper": 500000}
 """Total steps ``th meta-train`` aims for when --steps is not given (progress is counted in steps)."""

@@ -8,6 +8,7 @@ vector ê_i is the mean of ê_i(s) over the K frames of an episode (Eq. 2).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from synth.nets.blocks import down_stack
@@ -20,11 +21,14 @@ class Embedder(nn.Module):
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.blocks, _ = down_stack(6, (*cfg.e_widths, cfg.emb_dim), cfg.image_size, cfg.attn_res, norm=False)
+        self.size = cfg.embed_size or cfg.image_size  # E may see the frames downscaled (NetConfig.embed_size)
+        self.blocks, _ = down_stack(6, (*cfg.e_widths, cfg.emb_dim), self.size, cfg.attn_res, norm=False)
 
     def embed_frames(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings ê_i(s): x, y (B,3,H,W) in [-1,1] → (B,N) ≥ 0."""
         h = torch.cat([x, y], dim=1)  # (B,6,H,W)
+        if h.shape[-1] != self.size:
+            h = F.interpolate(h, size=(self.size, self.size), mode="area")  # (B,6,s,s)
         for blk in self.blocks:
             h = blk(h)  # (B,C,H/2^k,W/2^k)
         return torch.relu(h.amax(dim=(2, 3)))  # global max-pool + ReLU -> (B,N)

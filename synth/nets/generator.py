@@ -46,8 +46,10 @@ class Generator(nn.Module):
         """ψ̂ = P·ê: (B,N) → (B,n_adain)."""
         return F.linear(e, self.P)
 
-    def forward(self, y: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-        # y (B,3,H,W) in [-1,1], psi (B,n_adain) -> x̂ (B,3,H,W) in [-1,1]
+    uses_warp = False  # paints every pixel from y: takes no warped source shots
+
+    def forward(self, y: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor | None = None) -> torch.Tensor:
+        # y (B,3,H,W) in [-1,1], psi (B,n_adain) -> x̂ (B,3,H,W) in [-1,1]; ``warped`` is ignored
         s = self.cfg.image_size
         assert y.shape[1:] == (3, s, s) and psi.shape == (y.shape[0], self.n_adain), (y.shape, psi.shape)
         parts = iter(psi.split(self._splits, dim=1))
@@ -60,3 +62,14 @@ class Generator(nn.Module):
             h = blk(h) if isinstance(blk, SelfAttention) else blk(h, next(parts))  # (B,C',2h,2w)
         h = F.relu(self.out_norm(h, next(parts)))  # (B,c0,H,W)
         return torch.tanh(self.out_conv(h))  # (B,3,H,W)
+
+
+def build_generator(cfg: NetConfig) -> nn.Module:
+    """The generator the config names: ``adain`` (this module, 2019) or ``warp`` (synth.nets.warp_generator)."""
+    if cfg.generator == "adain":
+        return Generator(cfg)
+    if cfg.generator == "warp":
+        from synth.nets.warp_generator import WarpGenerator
+
+        return WarpGenerator(cfg)
+    raise ValueError(f"unknown generator {cfg.generator!r} (adain or warp)")

@@ -36,11 +36,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, data_range: float = 
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     w = min(window, x.shape[-1], x.shape[-2])
-    mu_x = F.avg_pool2d(x, w, 1)
-    mu_y = F.avg_pool2d(y, w, 1)
-    sxx = F.avg_pool2d(x * x, w, 1) - mu_x**2
-    syy = F.avg_pool2d(y * y, w, 1) - mu_y**2
-    sxy = F.avg_pool2d(x * y, w, 1) - mu_x * mu_y
+    # the five local means in one separable box filter (w×1 then 1×w: the same average, ~3x cheaper)
+    c = x.shape[1]
+    m = F.avg_pool2d(F.avg_pool2d(torch.cat([x, y, x * x, y * y, x * y], 1), (1, w), 1), (w, 1), 1)
+    mu_x, mu_y, exx, eyy, exy = m.split(c, dim=1)
+    sxx = exx - mu_x**2
+    syy = eyy - mu_y**2
+    sxy = exy - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(dim=1)
 

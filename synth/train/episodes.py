@@ -37,6 +37,7 @@ class EpisodeBatch:
     frames: np.ndarray  # (B, K+1, 3, S, S) — [:, :K] to embed, [:, K] the target
     landmarks: np.ndarray  # (B, K+1, 3, S, S) landmark images
     video: np.ndarray  # (B,) int64 index of the training video (D's column W_i)
+    warped: np.ndarray | None = None  # (B, K, 3, S, S): the K shots warped to the target (warp-guided G)
 
 
 def _index_shard(path: Path) -> dict[str, tuple[int, int]]:
@@ -83,7 +84,7 @@ class PreparedData:
         if not clips:
             raise UserError(f"{index_path} lists no clips")
         self.clips = sorted(clips, key=lambda c: c.key)
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.max_cached_clips = max_cached_clips
 
     def __len__(self) -> int:
@@ -96,6 +97,14 @@ class PreparedData:
 
     def clip_uint8(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Clip i as uint8 (N,3,S,S) frames and landmark images (cached; least recently used evicted)."""
+        frames, images, _ = self._load(i)
+        return frames, images
+
+    def clip_points(self, i: int) -> np.ndarray:
+        """Clip i's landmarks, float32 (N,68,2) in pixels of the model's image size."""
+        return self._load(i)[2]
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if i in self._cache:
             self._cache[i] = self._cache.pop(i)  # mark as most recently used
         else:
@@ -112,7 +121,7 @@ class PreparedData:
             scale = s / float(s0)
             images = np.stack([draw_landmarks(lm * scale, s) for lm in lms])
             self._cache[i] = (np.ascontiguousarray(frames.transpose(0, 3, 1, 2)),
-                              np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+                              np.ascontiguousarray(images.transpose(0, 3, 1, 2)), lms * scale)
             while len(self._cache) > self.max_cached_clips:
                 self._cache.pop(next(iter(self._cache)))
         return self._cache[i]
@@ -134,14 +143,18 @@ def episode_slots(n_videos: int, seed: int, step: int, batch: int) -> np.ndarray
 
 
 def sample_episodes(
-    data: PreparedData, k_shot: int, seed: int, step: int, batch: int, rank: int = 0, world: int = 1
+    data: PreparedData, k_shot: int, seed: int, step: int, batch: int, rank: int = 0, world: int = 1,
+    warp: bool = False,
 ) -> EpisodeBatch:
-    """This rank's share of the global batch of ``step`` (slots [rank·B/world, (rank+1)·B/world))."""
+    """This rank's share of the global batch of ``step`` (slots [rank·B/world, (rank+1)·B/world)).
+
+    ``warp``: also the K shots warped to the target's landmarks (synth.faces.warp), for the warp-guided G.
+    """
     if batch % world:
         raise UserError(f"--batch {batch} must be a multiple of the number of processes ({world})")
     videos = episode_slots(len(data), seed, step, batch)
     per = batch // world
-    fr, lm, vid = [], [], []
+    fr, lm, vid, wp = [], [], [], []
     for j in range(rank * per, (rank + 1) * per):
         frames, images = data.clip_uint8(int(videos[j]))
         n = frames.shape[0]
@@ -150,7 +163,14 @@ def sample_episodes(
         fr.append(_to_float(frames[pick]))
         lm.append(_to_float(images[pick]))
         vid.append(videos[j])
-    return EpisodeBatch(np.stack(fr), np.stack(lm), np.asarray(vid, dtype=np.int64))
+        if warp:
+            from synth.faces.warp import ShotWarper
+
+            points = data.clip_points(int(videos[j]))[pick]  # (K+1,68,2)
+            shots = frames[pick[:k_shot]].transpose(0, 2, 3, 1)  # (K,S,S,3) uint8
+            warped = ShotWarper(shots, points[:k_shot])(points[k_shot])  # (K,S,S,3)
+            wp.append(_to_float(np.ascontiguousarray(warped.transpose(0, 3, 1, 2))))
+    return EpisodeBatch(np.stack(fr), np.stack(lm), np.asarray(vid, dtype=np.int64), np.stack(wp) if warp else None)
 
 
 def synthetic_landmarks(rng: np.random.Generator, size: int, open_mouth: float = 0.0) -> np.ndarray:

@@ -29,7 +29,7 @@ from synth.media.atomic import atomic_write_bytes
 from synth.nets.config import Config, LossConfig, NetConfig, replace
 from synth.nets.discriminator import Discriminator
 from synth.nets.embedder import Embedder
-from synth.nets.generator import Generator
+from synth.nets.generator import Generator, build_generator
 from synth.nets.losses import (
     Perceptual,
     adversarial_g,
@@ -48,7 +48,7 @@ Sync = Callable[[], None]
 def build_nets(net: NetConfig, seed: int = 0) -> tuple[Embedder, Generator, Discriminator]:
     """E, G, D initialised deterministically from ``seed`` (identical on every rank)."""
     torch.manual_seed(seed)
-    return Embedder(net), Generator(net), Discriminator(net)
+    return Embedder(net), build_generator(net), Discriminator(net)
 
 
 def build_optimizers(
@@ -77,16 +77,18 @@ def generator_step(
     perceptual: Perceptual | None = None,
     mch: tuple[torch.Tensor, torch.Tensor] | None = None,
     sync: Sync | None = None,
+    warped: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Generator phase: x̂ = G(y, ψ); minimise L_CNT + L_ADV (−r + FM) [+ L_MCH]; one Adam step.
+    """Generator phase: x̂ = G(y, ψ[, warped]); minimise L_CNT + L_ADV (−r + FM) [+ L_MCH]; one Adam step.
 
     y, x (B,3,S,S) target landmark image and frame; psi (B,n_adain) AdaIN parameters (P·ê, or the
     trainable ψ' when fine-tuning); column (B,N) D's projection (W_i + w0, or W'); ``mch`` = (ê, W_i)
-    adds 80·‖W_i − ê‖₁ with W_i detached. Returns named unweighted losses and x̂ (detached).
+    adds 80·‖W_i − ê‖₁ with W_i detached; ``warped`` (B,K,3,S,S) = the source shots warped to y, for the
+    warp-guided G. Returns named unweighted losses and x̂ (detached).
     """
     d.requires_grad_(False)
     try:
-        fake = g(y, psi)  # (B,3,S,S)
+        fake = g(y, psi, warped)  # (B,3,S,S)
         r_fake, f_fake = d(fake, y, column.detach())  # (B,), [features]
         with torch.no_grad():
             _, f_real = d.features(x, y)
@@ -146,11 +148,13 @@ def discriminator_step(
     return {k: float(v.detach()) for k, v in named.items()}
 
 
-def to_tensors(batch: EpisodeBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def to_tensors(batch: EpisodeBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor | None]:
     return (
         torch.from_numpy(batch.frames).to(device),
         torch.from_numpy(batch.landmarks).to(device),
         torch.from_numpy(batch.video).to(device),
+        None if batch.warped is None else torch.from_numpy(batch.warped).to(device),
     )
 
 
@@ -166,8 +170,10 @@ def meta_step(
     loss: LossConfig,
     perceptual: Perceptual | None = None,
     world: int = 1,
+    warped: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """One meta-learning step on episodes frames, landmarks (B,K+1,3,S,S), video (B,)."""
+    """One meta-learning step on episodes frames, landmarks (B,K+1,3,S,S), video (B,); ``warped``
+    (B,K,3,S,S) = the K shots warped to the target (warp-guided G)."""
     k = frames.shape[1] - 1
     x_t, y_t = frames[:, k], landmarks[:, k]  # (B,3,S,S) target
     e_hat = e(frames[:, :k], landmarks[:, :k])  # (B,N), Eq. 2
@@ -175,7 +181,7 @@ def meta_step(
     g_params, d_params = _params(opt_g), _params(opt_d)
     losses, fake = generator_step(
         g, d, opt_g, y_t, x_t, psi, d.column(video), loss, perceptual,
-        mch=(e_hat, d.W[video]), sync=lambda: distributed.average_gradients(g_params, world),
+        mch=(e_hat, d.W[video]), sync=lambda: distributed.average_gradients(g_params, world), warped=warped,
     )
     losses.update(discriminator_step(
         d, opt_d, y_t, x_t, fake, d.column(video), loss,
@@ -231,10 +237,12 @@ def build_perceptual(loss: LossConfig, vgg19: Path | None, vggface: Path | None)
     return Perceptual(Path(vgg19), Path(vggface))
 
 
-def sample_grid(landmarks: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, rows: int = 4) -> np.ndarray:
-    """RGB uint8 grid, one row per episode: landmark image | real frame | generated frame."""
+def sample_grid(landmarks: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, rows: int = 4,
+                warp: torch.Tensor | None = None) -> np.ndarray:
+    """RGB uint8 grid, one row per episode: landmark image | real frame | [first shot warped |] generated."""
     n = min(rows, real.shape[0])
-    tiles = torch.cat([torch.cat([landmarks[i], real[i], fake[i]], dim=2) for i in range(n)], dim=1)
+    cols = [landmarks, real] + ([warp] if warp is not None else []) + [fake]
+    tiles = torch.cat([torch.cat([c[i] for c in cols], dim=2) for i in range(n)], dim=1)
     return ((tiles.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
@@ -362,7 +370,8 @@ def meta_train(
     step = start
     interrupted = False
     # Episodes for the next step are decoded in a background thread while this step computes.
-    sample = lambda s: sample_episodes(data, t.k_shot, t.seed, s, t.batch, info.rank, info.world)  # noqa: E731
+    sample = lambda s: sample_episodes(data, t.k_shot, t.seed, s, t.batch, info.rank, info.world,  # noqa: E731
+                                       warp=g.uses_warp)
     pool = ThreadPoolExecutor(max_workers=1)
     upcoming = pool.submit(sample, step)
     try:
@@ -371,9 +380,9 @@ def meta_train(
             batch = upcoming.result()
             if step + 1 < steps:
                 upcoming = pool.submit(sample, step + 1)
-            frames, landmarks, video = to_tensors(batch, device)
+            frames, landmarks, video, warped = to_tensors(batch, device)
             losses, fake = meta_step(e, g, d, opt_g, opt_d, frames, landmarks, video, cfg.loss,
-                                     perceptual, info.world)
+                                     perceptual, info.world, warped)
             step += 1
             window_n += t.batch
             if info.is_main and (step % t.log_every == 0 or step == steps):
@@ -393,7 +402,8 @@ def meta_train(
             if info.is_main and (step % t.sample_every == 0 or step == steps):
                 k = frames.shape[1] - 1
                 _write_png(run_dir / "samples" / f"step-{step:08d}.png",
-                           sample_grid(landmarks[:, k], frames[:, k], fake))
+                           sample_grid(landmarks[:, k], frames[:, k], fake,
+                                       warp=None if warped is None else warped[:, 0]))
             over = time_budget_s is not None and time.monotonic() - t0 >= time_budget_s
             by_budget, interrupted = (distributed.any_flag(f, info.world, device) for f in (over, signalled["flag"]))
             if step % t.ckpt_every == 0 or step == steps or by_budget or interrupted:
