@@ -4,7 +4,8 @@
 
 Train images/s = target frames per second of full meta-learning steps (E on K frames, G and D phases)
 at batch 1 (batches > 1 do not help per frame on CPU); inference fps = one generator forward per
-frame with spectral norm folded (what `th animate` runs). Medians of several runs. The paper preset
+frame with spectral norm folded, channels-last (what `th animate` runs; the warp-guided G gets one warped
+shot, a one-shot avatar). Medians of several runs. The paper preset
 is timed with the VGG-free content loss (its VGG terms need local weight files).
 """
 
@@ -22,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
     import torch
 
-    from synth.avatar.model import fold_spectral_norm
+    from synth.avatar.model import inference_copy
     from synth.nets.config import preset, replace
     from synth.train.metatrain import build_nets, build_optimizers, meta_step
 
@@ -37,14 +38,18 @@ def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
     landmarks = torch.rand(1, k + 1, 3, s, s) * 2 - 1
     video = torch.zeros(1, dtype=torch.long)
     train_reps = max(2, repeats // 2) if name == "paper" else repeats
-    step = median_time(lambda: meta_step(e, g, d, opt_g, opt_d, frames, landmarks, video, cfg.loss), train_reps)
-    fast = fold_spectral_norm(g)
+    warped = torch.rand(1, k, 3, s, s) * 2 - 1 if g.uses_warp else None  # the K shots warped to the target
+    step = median_time(lambda: meta_step(e, g, d, opt_g, opt_d, frames, landmarks, video, cfg.loss, world=1,
+                                         warped=warped), train_reps)
+    fast = inference_copy(g)
     y = torch.rand(1, 3, s, s) * 2 - 1
+    one_shot = warped[:, :1] if warped is not None else None  # animation of a one-shot avatar
     with torch.no_grad():
         psi = g.project(torch.rand(1, cfg.net.emb_dim))
-        fwd = median_time(lambda: fast(y, psi), max(repeats, 5), warmup=2)
+        fwd = median_time(lambda: fast(y, psi, one_shot), max(repeats, 5), warmup=2)
     return {
         "preset": name,
+        "generator": cfg.net.generator,
         "res": s,
         "g_widths": "-".join(map(str, cfg.net.g_widths)),
         "ed_widths": "-".join(map(str, cfg.net.e_widths)) + f"->{cfg.net.emb_dim}",
@@ -59,7 +64,7 @@ def bench_preset(name: str, repeats: int, num_videos: int = 110) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["tiny", "cpu", "paper"])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "cpu", "cpu2019", "paper"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
@@ -68,12 +73,12 @@ def main() -> None:
 
     n = set_threads(args.threads)
     rows = [bench_preset(p, args.repeats) for p in args.presets]
-    head = ("preset", "res", "G widths", "E/D widths", "K", "params M", "weights MB (E,G,D+W)", "export MB",
+    head = ("preset", "G", "res", "G widths", "E/D widths", "K", "params M", "weights MB (E,G,D+W)", "export MB",
             "train img/s", "G fps")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        print(f"| {r['preset']} | {r['res']} | {r['g_widths']} | {r['ed_widths']} | {r['K']} | {r['params_M']:.2f} | "
+        print(f"| {r['preset']} | {r['generator']} | {r['res']} | {r['g_widths']} | {r['ed_widths']} | {r['K']} | {r['params_M']:.2f} | "
               f"{r['MB_ckpt_w']:.1f} | {r['MB_export']:.1f} | {r['train_img_s']:.2f} | {r['gen_fps']:.1f} |")
     print(f"\n{n} torch threads, fp32, batch 1; medians of {args.repeats} runs. The machine may be shared with "
           "other jobs: compare numbers taken at the same time only.")

@@ -118,12 +118,15 @@ def two_clips(tmp_path_factory) -> Path:
 def test_eval_cli_report(tiny_model, two_clips, tmp_path):
     out = tmp_path / "report"
     r = run_th("eval", two_clips, "--shots", "1,2", "--steps", "2", "--frames", "4", "--model", tiny_model,
-               "-o", out, "--allow-train-identities", "--threads", "2")
+               "--compare", f"again={tiny_model}", "-o", out, "--allow-train-identities", "--threads", "2")
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["model_sha256"] and rep["config"]["seed"] == 0 and "th eval" in rep["config"]["command"]
     assert {c["identity"] for c in rep["clips"]} == {"aaron_rodgers", "alexandria_ocasio_cortez"}
-    assert set(rep["self"]) == {"static", "warp", "th-FF", "th-FT"}
+    assert list(rep["self"]) == ["static", "warp", "again th-FT", "th-FF", "th-FT"]
+    # the same model fine-tuned with the same seed on the same frames: the comparison row repeats th-FT
+    assert rep["self"]["again th-FT"]["1"]["ssim"]["mean"] == pytest.approx(rep["self"]["th-FT"]["1"]["ssim"]["mean"])
+    assert rep["config"]["compare"]["again"]["sha256"] == rep["config"]["model_sha256"]
     for by_k in rep["self"].values():
         assert set(by_k) == {"1", "2"}
         for st in by_k.values():

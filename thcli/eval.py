@@ -32,6 +32,9 @@ def eval_cmd(
     steps: Annotated[int, typer.Option(help="Fine-tuning steps for th-FT (th-FF is the 0-step case).")] = DEFAULT_STEPS,
     frames: Annotated[int, typer.Option(help="Driven frames per clip (consecutive pairs spread over the clip).")] = 32,
     model: Annotated[Path | None, typer.Option(help="Model under test (default: the bundled model).")] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        metavar="LABEL=MODEL", help="Also fine-tune and score another model on the same frames, as row "
+        "'LABEL th-FT' (repeatable), e.g. 2019=runs/old.safetensors.")] = None,
     identities: Annotated[str | None, typer.Option(help="Only these identities: a,b,c or @FILE (e.g. @models/dev_identities.txt).")] = None,
     per_identity: Annotated[int | None, typer.Option(help="At most this many clips per identity.")] = None,
     cross: Annotated[bool, typer.Option("--cross", help="Also drive each avatar with another identity (relative vs absolute).")] = False,
@@ -70,6 +73,12 @@ def eval_cmd(
     for name in ("report.json", "report.md", "plot.png", *(p.name for p in out.glob("strip_*.png"))):
         check_writable(out / name, force)  # refuse before hours of work, not after
     model_path = resolve_model(model)
+    comparisons = []
+    for spec in compare or []:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not Path(path).is_file():
+            raise UserError(f"--compare {spec!r}: give LABEL=MODEL_FILE with an existing model file")
+        comparisons.append((label, Path(path)))
     jobs = ev.collect_clips(clips, _identities(identities), per_identity)
     warning = ev.check_identities(jobs, model_path, allow_train_identities)
     if warning:
@@ -81,7 +90,9 @@ def eval_cmd(
 
     set_threads(threads)
     net = TalkingHeadModel.load(model_path, resolve_device(device))
-    cfg = ev.EvalConfig(shots=ks, steps=steps, frames=frames, seed=seed, cross=cross)
+    others = [TalkingHeadModel.load(path, resolve_device(device)) for _, path in comparisons]
+    cfg = ev.EvalConfig(shots=ks, steps=steps, frames=frames, seed=seed, cross=cross,
+                        compare=tuple(label for label, _ in comparisons))
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]eval"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
@@ -92,11 +103,12 @@ def eval_cmd(
             if not console.is_terminal and " step " not in desc:  # plain lines in logs
                 print(f"eval {frac:4.0%} {time.perf_counter() - t0:6.0f} s  {desc}", file=sys.stderr, flush=True)
 
-        result = ev.evaluate(net, jobs, cfg, tick)
+        result = ev.evaluate(net, jobs, cfg, tick, compare=others)
     model_id, model_sha = model_identity(model_path)
     result.config = {"model": str(model_path), "model_id": model_id, "model_sha256": model_sha,
                      "command": shlex.join(["th", *sys.argv[1:]]), "shots": list(ks), "steps": steps,
                      "frames": frames, "seed": seed, "cross": cross, "image_size": net.image_size,
+                     "compare": {label: {"model": str(p), "sha256": model_identity(p)[1]} for label, p in comparisons},
                      "th_version": GenerationFacts.current().th_version, "seconds": round(time.perf_counter() - t0, 1)}
     result.warnings = [warning] if warning else []
     report = ev.to_report(result)

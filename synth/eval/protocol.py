@@ -8,6 +8,10 @@ The ``static`` (first source frame, unmoved) and ``warp`` (piecewise-affine warp
 landmarks) baselines run on the same frames. Driven frames come in pairs of consecutive frames spread
 over the clip, so temporal flicker is measured on true frame-to-frame changes.
 
+Other models (``compare``, e.g. the 2019 generator) run as extra ``LABEL th-FT`` rows on the same clips and
+frames: enrolled at their own image size from the same crops, their frames upscaled to this model's size
+(what `th animate` would show).
+
 Cross-identity (``cross``): every avatar is driven by another identity's clip, with relative motion
 transfer (th's default) and absolute landmarks (the paper's), and we measure how much of the avatar's
 identity is kept and how much of the driver's leaks in (CSIM).
@@ -41,6 +45,7 @@ class EvalConfig:
     cross: bool = False
     strip_frames: int = 4  # frames shown in each comparison strip
     bootstrap: int = 1000
+    compare: tuple[str, ...] = ()  # labels of the comparison models (rows "LABEL th-FT")
 
 
 @dataclass(frozen=True)
@@ -200,12 +205,20 @@ def load_clip(job: ClipJob, size: int, cfg: EvalConfig) -> EvalClip:
 
 # --- methods --------------------------------------------------------------------------------------
 
-def render_frames(model, params, landmarks: np.ndarray) -> np.ndarray:
-    """uint8 (T, S, S, 3): the enrolled person (PersonParams) rendered for each landmark set."""
+def render_frames(model, params, landmarks: np.ndarray, size: int | None = None) -> np.ndarray:
+    """uint8 (T, size, size, 3): the enrolled person (PersonParams) rendered for each landmark set, given in
+    pixels of ``size`` (default: the model's size; another size is rescaled in and out)."""
     from synth.avatar.animate import render
 
+    size = size or model.image_size
     gen = params.generator_module(model)
-    return np.stack(list(render(model, gen, params.psi, landmarks, model.image_size, sources=params.sources)))
+    lms = landmarks * (model.image_size / size)
+    return np.stack(list(render(model, gen, params.psi, lms, size, sources=params.sources)))
+
+
+def methods_for(cfg: EvalConfig) -> tuple[str, ...]:
+    """Rows of the report: baselines, comparison models' fine-tuned rows, then this model's FF and FT."""
+    return (*BASELINES, *(f"{label} th-FT" for label in cfg.compare), "th-FF", "th-FT")
 
 
 def baseline_frames(method: str, source: np.ndarray, source_lm: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -291,8 +304,12 @@ def comparison_strip(columns: dict[str, np.ndarray], rows: list[int]) -> np.ndar
 Progress = Callable[[str, float], None]  # (description, fraction of the run done)
 
 
-def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress | None = None) -> EvalResult:
-    """Run the protocol on ``jobs`` with a loaded TalkingHeadModel; returns numbers and strip images."""
+def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress | None = None,
+             compare: list | None = None) -> EvalResult:
+    """Run the protocol on ``jobs`` with a loaded TalkingHeadModel; returns numbers and strip images.
+
+    ``compare``: other loaded models, one per label of ``cfg.compare``, fine-tuned and scored on the same frames.
+    """
     import torch
 
     from synth.avatar.finetune import finetune
@@ -303,13 +320,17 @@ def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress 
 
     torch.manual_seed(cfg.seed)
     size = model.image_size
+    compare = list(compare or [])
+    if len(compare) != len(cfg.compare):
+        raise ValueError("one comparison model per label of cfg.compare")
+    methods = methods_for(cfg)
     values: dict[str, dict[int, dict[str, dict[str, list[float]]]]] = {
-        m: {k: {x: {} for x in SELF_METRICS} for k in cfg.shots} for m in METHODS}
+        m: {k: {x: {} for x in SELF_METRICS} for k in cfg.shots} for m in methods}
     clips: list[EvalClip] = []
     skipped: list[dict] = []
     params: dict[tuple[str, int, str], object] = {}  # (clip, K, method) → PersonParams
     strips: dict[str, dict[int, np.ndarray]] = {}
-    units_per_clip = 1 + len(cfg.shots) * (2 + max(cfg.steps, 0) / 10)
+    units_per_clip = 1 + len(cfg.shots) * (2 + len(compare) + (1 + len(compare)) * max(cfg.steps, 0) / 10)
     total = len(jobs) * units_per_clip
     done = 0.0
     for job in jobs:
@@ -331,21 +352,24 @@ def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress 
             src = clip.sources[k]
             gen = dict(base)
             scores = dict(base_scores)
-            for method, steps in (("th-FF", 0), ("th-FT", cfg.steps)):
+            runs = [(f"{label} th-FT", m, cfg.steps) for label, m in zip(cfg.compare, compare)]
+            runs += [("th-FF", model, 0), ("th-FT", model, cfg.steps)]
+            for method, net, steps in runs:
                 tell(f"{clip.key}: K={k} {method}", done / total)
 
                 def step_tick(step: int, _losses: dict[str, float], base_done: float = done,
-                              label: str = f"{clip.key}: K={k} th-FT") -> None:
+                              label: str = f"{clip.key}: K={k} {method}") -> None:
                     tell(f"{label} step {step}/{cfg.steps}", (base_done + step / 10) / total)
 
-                p = finetune(model, clip.real(src), clip.landmarks[src], steps=steps, seed=cfg.seed,
+                p = finetune(net, clip.real(src), clip.landmarks[src], steps=steps, seed=cfg.seed,
                              on_step=step_tick if steps else None)
-                params[(clip.key, k, method)] = p
-                gen[method] = render_frames(model, p, drive_lm)
+                if net is model:
+                    params[(clip.key, k, method)] = p
+                gen[method] = render_frames(net, p, drive_lm, size)
                 tell(f"{clip.key}: K={k} {method} metrics", done / total)
                 scores[method] = score_frames(clip, gen[method])
                 done += 1 + (steps / 10 if steps else 0)
-            for method in METHODS:
+            for method in methods:
                 for name, vals in scores[method].items():
                     values[method][k][name][clip.key] = vals
             rows = [int(r) for r in np.unique(np.round(np.linspace(0, len(clip.drive) - 1, min(cfg.strip_frames, len(clip.drive)))))]
@@ -353,7 +377,7 @@ def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress 
     if not clips:
         raise UserError("no clip could be evaluated: " + "; ".join(f"{s['clip']}: {s['reason']}" for s in skipped))
     summary = {m: {str(k): {x: mean_ci(values[m][k][x], cfg.bootstrap, cfg.seed) for x in SELF_METRICS}
-                   for k in cfg.shots} for m in METHODS}
+                   for k in cfg.shots} for m in methods}
     cross = None
     if cfg.cross:
         tell("cross-identity", done / total)
