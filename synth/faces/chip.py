@@ -133,20 +133,23 @@ def pyramid_down(img: np.ndarray) -> np.ndarray:
 def _bilinear_dlib(img: np.ndarray, m: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """dlib's transform_image with interpolate_bilinear: out(x,y) = img at m·(x,y,1); black where the 2×2
     neighbourhood leaves the image; channel values truncated to uint8 as assign_pixel does."""
+    h, w = img.shape[:2]
+    if h < 2 or w < 2:
+        return np.zeros((rows, cols, 3), np.uint8)
     ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    px = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-    py = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
-    left, top = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
-    ok = (left >= 0) & (top >= 0) & (left + 1 < img.shape[1]) & (top + 1 < img.shape[0])
-    out = np.zeros((rows, cols, 3), np.uint8)
-    if not ok.any():
-        return out
-    left, top, fx, fy = left[ok], top[ok], (px - np.floor(px))[ok, None], (py - np.floor(py))[ok, None]
-    f = img.astype(np.float64)
-    val = ((1 - fy) * ((1 - fx) * f[top, left] + fx * f[top, left + 1])
-           + fy * ((1 - fx) * f[top + 1, left] + fx * f[top + 1, left + 1]))
-    out[ok] = np.clip(val, 0, 255).astype(np.uint8)
-    return out
+    px = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).ravel()
+    py = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).ravel()
+    left, top = np.floor(px), np.floor(py)
+    ok = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
+    fx, fy = (px - left)[:, None], (py - top)[:, None]
+    i = np.clip(top, 0, h - 2).astype(np.int64) * w + np.clip(left, 0, w - 2).astype(np.int64)
+    flat = np.ascontiguousarray(img).reshape(-1, 3)
+    tl, tr = flat[i].astype(np.float64), flat[i + 1].astype(np.float64)
+    bl, br = flat[i + w].astype(np.float64), flat[i + w + 1].astype(np.float64)
+    val = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
+    out = np.clip(val, 0, 255).astype(np.uint8)
+    out[~ok] = 0
+    return out.reshape(rows, cols, 3)
 
 
 @dataclass(frozen=True)
