@@ -490,10 +490,11 @@ def face_descriptors(images: Sequence[np.ndarray], landmarks: Sequence[np.ndarra
     if len(images) != len(landmarks):
         raise ValueError(f"{len(images)} images but {len(landmarks)} landmark sets")
     net = net if net is not None else load_face_resnet()
+    device = net.fc.weight.device
     out = np.zeros((len(images), net.fc.out_features), np.float64)
     for i in range(0, len(images), batch):
         chips = np.stack([face_chip(img, lm, CHIP_SIZE, CHIP_PADDING)
                           for img, lm in zip(images[i:i + batch], landmarks[i:i + batch])])
         with torch.no_grad():
-            out[i:i + len(chips)] = net.descriptor(chips_to_tensor(chips)).double().numpy()
+            out[i:i + len(chips)] = net.descriptor(chips_to_tensor(chips).to(device)).double().cpu().numpy()
     return out
