@@ -103,3 +103,38 @@ def test_vgg_loader_natural_order_and_errors(tmp_path) -> None:
         net.load_weights(tmp_path / "missing.safetensors")
     feats = net(torch.zeros(1, 3, 32, 32))
     assert len(feats) == 5
+
+
+def test_normalised_l1_hand_computed() -> None:
+    a = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)  # unit channel vector (0.6, 0.8)
+    b = torch.tensor([8.0, 6.0]).view(1, 2, 1, 1)  # (0.8, 0.6): the scale does not matter
+    assert L.normalised_l1(a, b).item() == pytest.approx(0.2)
+    assert L.normalised_l1(a, 5 * a).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_identity_loss(astronaut) -> None:
+    """loss(fake, real, landmarks_px): zero for the real face itself, larger for a changed face, weighted
+    as configured, and differentiable with respect to the fake only."""
+    import cv2
+
+    from synth.faces.detector import FaceDetector
+    from synth.nets.config import LossConfig
+
+    assert L.IdentityLoss.from_config(LossConfig()) is None  # off by default
+    loss = L.IdentityLoss.from_config(LossConfig(w_id=2.0, w_idfeat=0.5))
+    assert loss is not None
+    s = 256
+    img = cv2.resize(astronaut, (s, s), interpolation=cv2.INTER_AREA)
+    lm = torch.from_numpy(FaceDetector().detect(img)[0].landmarks)[None]  # (1,68,2) pixels of S
+    real = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1,3,S,S)
+    total, terms = loss(real, real, lm)
+    assert terms["id"].item() == pytest.approx(0.0, abs=1e-5) and terms["idfeat"].item() == pytest.approx(0.0, abs=1e-5)
+    fake = torch.flip(real, dims=[3]).clone().requires_grad_(True)  # the mirrored face: same person, moved
+    total, terms = loss(fake, real, lm)
+    assert terms["id"].item() > 1e-3 and terms["idfeat"].item() > 1e-2
+    assert total.item() == pytest.approx(2.0 * terms["id"].item() + 0.5 * terms["idfeat"].item(), rel=1e-5)
+    total.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.parameters())  # the face network stays frozen
+    with pytest.raises(ValueError):
+        loss(fake, real, torch.cat([lm, lm]))

@@ -232,21 +232,24 @@ def baseline_frames(method: str, source: np.ndarray, source_lm: np.ndarray, land
     raise ValueError(f"unknown baseline {method!r}")
 
 
-def descriptor(cache: dict[int, np.ndarray], clip: EvalClip, i: int) -> np.ndarray:
-    if i not in cache:
-        cache[i] = metrics.face_descriptor(clip.crops[i], clip.landmarks[i])
-    return cache[i]
+def real_descriptors(clip: EvalClip, idx: list[int]) -> np.ndarray:
+    """Face descriptors (len(idx), 128) of the clip's real frames, computed once (in one batch) and cached."""
+    todo = [i for i in dict.fromkeys(idx) if i not in clip.real_desc]
+    if todo:
+        clip.real_desc.update(zip(todo, metrics.face_descriptors([clip.crops[i] for i in todo], clip.landmarks[todo])))
+    return np.stack([clip.real_desc[i] for i in idx])
 
 
 def score_frames(clip: EvalClip, generated: np.ndarray) -> dict[str, list[float]]:
     """Per-frame SSIM, PSNR, CSIM, landmark error (frames with a face found) and no-face flags, plus
     the clip's flicker ratio, for frames generated for ``clip.drive``."""
     out: dict[str, list[float]] = {m: [] for m in SELF_METRICS}
-    for g, i in zip(generated, clip.drive):
+    gen_desc = metrics.face_descriptors(list(generated), clip.landmarks[clip.drive])
+    real_desc = real_descriptors(clip, clip.drive)
+    for g, i, d_gen, d_real in zip(generated, clip.drive, gen_desc, real_desc):
         real, lm = clip.crops[i], clip.landmarks[i]
         out["ssim"].append(metrics.ssim(g, real))
         out["psnr"].append(metrics.psnr(g, real))
-        d_gen, d_real = metrics.face_descriptor(g, lm), descriptor(clip.real_desc, clip, i)
         out["csim"].append(metrics.cosine(d_gen, d_real))
         out["id_match"].append(float(metrics.same_person(d_gen, d_real)))
         found = metrics.find_landmarks(g, lm)
@@ -404,7 +407,7 @@ def cross_identity(model, clips: list[EvalClip], params: dict, cfg: EvalConfig) 
         tag = f"{avatar.key}<-{drv.key}"
         pairs_used.append({"avatar": avatar.key, "driver": drv.key})
         kmax = max(cfg.shots)
-        src_desc = {i: metrics.face_descriptor(avatar.crops[i], avatar.landmarks[i]) for i in avatar.sources[kmax]}
+        src_desc = dict(zip(avatar.sources[kmax], real_descriptors(avatar, avatar.sources[kmax])))
         src0 = avatar.sources[cfg.shots[0]][0]
         neutral = drv.landmarks[drv.drive[0]]
         lms = {"absolute": drv.landmarks[drv.drive],
@@ -417,11 +420,10 @@ def cross_identity(model, clips: list[EvalClip], params: dict, cfg: EvalConfig) 
                     else:
                         frames = render_frames(model, params[(avatar.key, k, method)], lms[t])
                     kept, leaked = [], []
-                    for g, lm, i in zip(frames, lms[t], drv.drive):
-                        d = metrics.face_descriptor(g, lm)
-                        kept.append(float(np.mean([metrics.cosine(d, s) for s in
-                                                   (src_desc[j] for j in avatar.sources[k])])))
-                        leaked.append(metrics.cosine(d, descriptor(drv.real_desc, drv, i)))
+                    gen_desc = metrics.face_descriptors(list(frames), lms[t])
+                    for d, d_drv in zip(gen_desc, real_descriptors(drv, drv.drive)):
+                        kept.append(float(np.mean([metrics.cosine(d, src_desc[j]) for j in avatar.sources[k]])))
+                        leaked.append(metrics.cosine(d, d_drv))
                     vals[method][k][t]["kept"][tag] = kept
                     vals[method][k][t]["leaked"][tag] = leaked
     summary = {m: {str(k): {t: {x: mean_ci(vals[m][k][t][x], cfg.bootstrap, cfg.seed) for x in ("kept", "leaked")}

@@ -55,6 +55,10 @@ class LossConfig:
     ms_scales: int = 3
     w_vgg19: float = 1.5e-1
     w_vggface: float = 2.5e-2
+    w_id: float = 0.0
+    """Identity term 1 − cos of dlib face-ResNet descriptors, fake vs real (``losses.IdentityLoss``; 0 = off)."""
+    w_idfeat: float = 0.0
+    """Face-perceptual term: L1 of channel-normalised dlib face-ResNet feature maps (0 = off)."""
     w_adv: float = 1.0
     w_fm: float = 10.0
     w_mch: float = 80.0

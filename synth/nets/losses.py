@@ -2,7 +2,8 @@
 
 Images are (B,3,H,W) in [-1, 1]. Realism scores are (B,). The default content loss needs no
 pretrained networks (pixel L1 + multi-scale SSIM); the paper's VGG19 + VGGFace perceptual loss is
-available from local weight files (both are Caffe models: BGR, 0-255, mean-subtracted input).
+available from local weight files (both are Caffe models: BGR, 0-255, mean-subtracted input). The installed
+dlib face-recognition ResNet gives identity and face-perceptual terms in VGGFace's place (IdentityLoss).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from synth.errors import UserError
+from synth.faces.chip import cut_chips
+from synth.nets.config import LossConfig
+from synth.nets.face_resnet import CHIP_PADDING, CHIP_SIZE, FEATURE_STAGES, FaceResNet, load_face_resnet
 
 # Caffe per-channel means in BGR order, 0-255 (Simonyan & Zisserman 2015; Parkhi et al. 2015).
 VGG19_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -177,6 +181,52 @@ class Perceptual(nn.Module):
             ff = net(fake)
             terms.append(sum((l1(a, b) for a, b in zip(ff, fr, strict=True)), fake.new_zeros(())))
         return terms[0], terms[1]
+
+
+def normalised_l1(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Mean L1 between feature maps (B,C,H,W) whose channel vectors are scaled to unit length at every
+    position (as LPIPS does), so that every depth weighs the same whatever its activation scale."""
+    return (a / (a.norm(dim=1, keepdim=True) + eps) - b / (b.norm(dim=1, keepdim=True) + eps)).abs().mean()
+
+
+class IdentityLoss(nn.Module):
+    """Identity and face-perceptual content terms from dlib's face-recognition ResNet (public domain,
+    synth.nets.face_resnet): the role VGGFace plays in the paper's L_CNT (Sec. 3.2, Eq. 1).
+
+    ``loss(fake, real, landmarks_px)``: fake, real (B,3,S,S) RGB in [-1,1]; landmarks_px (B,68,2) (or
+    (B,5,2)) the target frame's landmarks in pixels of S. Both images are cut into dlib's 150×150 face chip
+    at those landmarks (differentiably, synth.faces.chip.cut_chips) and run through the frozen network; the
+    real one without gradient. Returns the weighted total and the unweighted terms
+    ``{"id": mean(1 − cos(desc_fake, desc_real)), "idfeat": Σ_depths normalised_l1(maps)}``.
+    """
+
+    def __init__(self, w_id: float, w_feat: float, depths: tuple[int, ...] = (0, 1, 2, 3),
+                 net: FaceResNet | None = None) -> None:
+        super().__init__()
+        if not set(depths) <= set(range(len(FEATURE_STAGES))):
+            raise UserError(f"identity-loss depths {depths} outside 0..{len(FEATURE_STAGES) - 1}")
+        self.w_id, self.w_feat, self.depths = w_id, w_feat, depths
+        self.net = net if net is not None else load_face_resnet()
+        self.net.requires_grad_(False)
+
+    @staticmethod
+    def from_config(cfg: LossConfig) -> IdentityLoss | None:
+        """The loss a config asks for (``w_id``, ``w_idfeat``), or None when both weights are 0."""
+        return IdentityLoss(cfg.w_id, cfg.w_idfeat) if (cfg.w_id or cfg.w_idfeat) else None
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor,
+                landmarks_px: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if fake.shape != real.shape or fake.shape[0] != landmarks_px.shape[0]:
+            raise ValueError(f"fake {tuple(fake.shape)}, real {tuple(real.shape)}, landmarks "
+                             f"{tuple(landmarks_px.shape)}: expected (B,3,S,S) twice and (B,68,2)")
+        self.net.eval()
+        f_fake = self.net(cut_chips(fake, landmarks_px, CHIP_SIZE, CHIP_PADDING))  # maps, (B,128)
+        with torch.no_grad():
+            f_real = self.net(cut_chips(real, landmarks_px, CHIP_SIZE, CHIP_PADDING))
+        terms = {"id": (1.0 - F.cosine_similarity(f_fake.descriptor, f_real.descriptor, dim=1)).mean(),
+                 "idfeat": sum((normalised_l1(f_fake.maps[i], f_real.maps[i]) for i in self.depths),
+                               fake.new_zeros(()))}
+        return self.w_id * terms["id"] + self.w_feat * terms["idfeat"], terms
 
 
 def content_loss(
