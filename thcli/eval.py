@@ -38,6 +38,7 @@ def eval_cmd(
     identities: Annotated[str | None, typer.Option(help="Only these identities: a,b,c or @FILE (e.g. @models/dev_identities.txt).")] = None,
     per_identity: Annotated[int | None, typer.Option(help="At most this many clips per identity.")] = None,
     cross: Annotated[bool, typer.Option("--cross", help="Also drive each avatar with another identity (relative vs absolute).")] = False,
+    id_loss: Annotated[float, typer.Option(help="> 0: also a 'th-FT+id' row, fine-tuned with the dlib-ResNet identity/perceptual term at this weight.")] = 0.0,
     allow_train_identities: Annotated[bool, typer.Option("--allow-train-identities", help="Evaluate identities the model trained on (numbers are then optimistic).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for fine-tuning and bootstrap.")] = 0,
     device: Annotated[str, typer.Option(help="cpu | cuda | mps | auto")] = "cpu",
@@ -92,7 +93,7 @@ def eval_cmd(
     net = TalkingHeadModel.load(model_path, resolve_device(device))
     others = [TalkingHeadModel.load(path, resolve_device(device)) for _, path in comparisons]
     cfg = ev.EvalConfig(shots=ks, steps=steps, frames=frames, seed=seed, cross=cross,
-                        compare=tuple(label for label, _ in comparisons))
+                        compare=tuple(label for label, _ in comparisons), id_loss=id_loss)
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]eval"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:

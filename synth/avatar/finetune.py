@@ -23,7 +23,7 @@ from torch import nn
 
 from synth.avatar.model import TalkingHeadModel, fold_spectral_norm, images_to_tensor
 from synth.faces.landmark_image import draw_landmarks
-from synth.nets.losses import Perceptual
+from synth.nets.losses import IdentityLoss, Perceptual
 from synth.train.metatrain import discriminator_step, generator_step, step_seed
 
 
@@ -129,8 +129,11 @@ def finetune(
     seed: int = 0,
     perceptual: Perceptual | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    identity: IdentityLoss | None = None,
 ) -> PersonParams:
-    """Enroll one person from K aligned crops (uint8 (K,S,S,3)) and their landmarks ((K,68,2))."""
+    """Enroll one person from K aligned crops (uint8 (K,S,S,3)) and their landmarks ((K,68,2)).
+
+    ``identity``: the dlib-ResNet identity term (default: the model config's ``w_id``/``w_idfeat``)."""
     cfg = model.config
     x, y = person_inputs(model, frames, landmarks)  # (K,3,S,S)
     shots, shot_lms = at_model_size(model, frames, landmarks)  # for the warp-guided G
@@ -141,6 +144,8 @@ def finetune(
     kept = (shots, shot_lms) if model.uses_warp else (None, None)
     if steps <= 0:
         return PersonParams(e_hat.clone(), psi0.clone(), col0.clone(), None, [], *kept)
+    if identity is None:
+        identity = IdentityLoss.from_config(cfg.loss)
     g = copy.deepcopy(model.G).train()
     d = copy.deepcopy(model.D).train()
     psi = nn.Parameter(psi0.clone())
@@ -163,7 +168,8 @@ def finetune(
             warped = torch.from_numpy(np.stack([training_sources(shots, shot_lms, int(i), rng) for i in idx])
                                       ).to(x.device)  # (b,K,3,S,S)
         losses, fake = generator_step(g, d, opt_g, yt, xt, psi.expand(b, -1), col.expand(b, -1), cfg.loss,
-                                      perceptual, warped=warped)
+                                      perceptual, warped=warped, identity=identity,
+                                      points=torch.from_numpy(shot_lms[idx.cpu().numpy()]).to(x.device))
         losses.update(discriminator_step(d, opt_d, yt, xt, fake, col.expand(b, -1), cfg.loss))
         history.append(losses)
         if on_step is not None:

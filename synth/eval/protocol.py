@@ -46,6 +46,7 @@ class EvalConfig:
     strip_frames: int = 4  # frames shown in each comparison strip
     bootstrap: int = 1000
     compare: tuple[str, ...] = ()  # labels of the comparison models (rows "LABEL th-FT")
+    id_loss: float = 0.0  # > 0: also a "th-FT+id" row, fine-tuned with the dlib-ResNet identity term at this weight
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ def render_frames(model, params, landmarks: np.ndarray, size: int | None = None)
 
 def methods_for(cfg: EvalConfig) -> tuple[str, ...]:
     """Rows of the report: baselines, comparison models' fine-tuned rows, then this model's FF and FT."""
-    return (*BASELINES, *(f"{label} th-FT" for label in cfg.compare), "th-FF", "th-FT")
+    return (*BASELINES, *(f"{label} th-FT" for label in cfg.compare), "th-FF", "th-FT",
+            *(("th-FT+id",) if cfg.id_loss > 0 else ()))
 
 
 def baseline_frames(method: str, source: np.ndarray, source_lm: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -355,9 +357,13 @@ def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress 
             src = clip.sources[k]
             gen = dict(base)
             scores = dict(base_scores)
-            runs = [(f"{label} th-FT", m, cfg.steps) for label, m in zip(cfg.compare, compare)]
-            runs += [("th-FF", model, 0), ("th-FT", model, cfg.steps)]
-            for method, net, steps in runs:
+            runs = [(f"{label} th-FT", m, cfg.steps, None) for label, m in zip(cfg.compare, compare)]
+            runs += [("th-FF", model, 0, None), ("th-FT", model, cfg.steps, None)]
+            if cfg.id_loss > 0:
+                from synth.nets.losses import IdentityLoss
+
+                runs.append(("th-FT+id", model, cfg.steps, IdentityLoss(cfg.id_loss, cfg.id_loss)))
+            for method, net, steps, identity in runs:
                 tell(f"{clip.key}: K={k} {method}", done / total)
 
                 def step_tick(step: int, _losses: dict[str, float], base_done: float = done,
@@ -365,7 +371,7 @@ def evaluate(model, jobs: list[ClipJob], cfg: EvalConfig, on_progress: Progress 
                     tell(f"{label} step {step}/{cfg.steps}", (base_done + step / 10) / total)
 
                 p = finetune(net, clip.real(src), clip.landmarks[src], steps=steps, seed=cfg.seed,
-                             on_step=step_tick if steps else None)
+                             on_step=step_tick if steps else None, identity=identity)
                 if net is model:
                     params[(clip.key, k, method)] = p
                 gen[method] = render_frames(net, p, drive_lm, size)

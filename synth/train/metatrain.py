@@ -31,6 +31,7 @@ from synth.nets.discriminator import Discriminator
 from synth.nets.embedder import Embedder
 from synth.nets.generator import Generator, build_generator
 from synth.nets.losses import (
+    IdentityLoss,
     Perceptual,
     adversarial_g,
     content_loss,
@@ -78,13 +79,17 @@ def generator_step(
     mch: tuple[torch.Tensor, torch.Tensor] | None = None,
     sync: Sync | None = None,
     warped: torch.Tensor | None = None,
+    identity: IdentityLoss | None = None,
+    points: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Generator phase: x̂ = G(y, ψ[, warped]); minimise L_CNT + L_ADV (−r + FM) [+ L_MCH]; one Adam step.
 
     y, x (B,3,S,S) target landmark image and frame; psi (B,n_adain) AdaIN parameters (P·ê, or the
     trainable ψ' when fine-tuning); column (B,N) D's projection (W_i + w0, or W'); ``mch`` = (ê, W_i)
     adds 80·‖W_i − ê‖₁ with W_i detached; ``warped`` (B,K,3,S,S) = the source shots warped to y, for the
-    warp-guided G. Returns named unweighted losses and x̂ (detached).
+    warp-guided G; ``identity`` adds the dlib-ResNet identity/perceptual term (the VGGFace role, Sec. 3.2) on
+    face chips cut at the target's landmarks ``points`` (B,68,2) in pixels. Returns named unweighted losses
+    and x̂ (detached).
     """
     d.requires_grad_(False)
     try:
@@ -99,6 +104,10 @@ def generator_step(
         fm = feature_matching(f_fake, f_real)
         total = cnt + loss.w_adv * adv + loss.w_fm * fm
         named = {**terms, "adv": adv, "fm": fm}
+        if identity is not None and points is not None:
+            id_total, id_terms = identity(fake, x, points)
+            total = total + id_total
+            named.update(id_terms)
         if mch is not None:
             e_hat, w = mch
             named["mch"] = embedding_match(w.detach(), e_hat)
