@@ -54,7 +54,7 @@ ALPHA = 0.9  # distortion compensation: move each feature ALPHA of the way to it
 PSNR_FLOOR = 38.3  # per-frame guard: the mark is scaled down on the rare frame that would cost more
 
 # --- sync (videos only) ---
-SYNC_AMP = 1.0  # RMS of the sync tile at the crest of its temporal sine, luma levels
+SYNC_AMP = 1.6  # RMS of the sync tile at the crest of its temporal sine, luma levels
 SYNC_FRAMES = 50  # period of the temporal sine, frames (2 s at 25 fps)
 R_LO, R_HI = 7.0, 18.0  # sync ring, in bins of the PERIOD-px tile (periods 11-27 px)
 HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of the temporal component before folding
@@ -62,7 +62,7 @@ HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of the temporal 
 # --- detection ---
 SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.70), np.log(1.085), 0.016)), 4))
 TOP_PEAKS = 3  # sync (or lattice) peaks at distinct scales refined by code fit
-REFINE_FRAMES = 12  # frames (spread over the clip) used to refine candidate geometries
+REFINE_FRAMES = 16  # frames (spread over the clip) used to refine candidate geometries
 GAINS = (0.8, 0.87, 0.93, 1.0, 1.07, 1.15, 1.25)  # contrast changes tried at the chosen geometry
 N_CRC_TESTS = 2  # decodes whose CRC is checked per file: the untouched geometry, the search's best
 
@@ -294,7 +294,7 @@ def _rescaled(plane: np.ndarray, scale: float) -> np.ndarray:
         return plane
     h, w = plane.shape
     return cv2.resize(plane, (max(1, round(w * scale)), max(1, round(h * scale))),
-                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+                      interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)
 
 
 def _anchors(shape: tuple[int, int], off: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -374,6 +374,12 @@ class Accumulator:
         assert self.sum is not None
         return (self.sum / self.frames).astype(np.float32)
 
+    def motion(self) -> float:
+        """Mean absolute deviation of the frames from their temporal mean (luma levels, ≤ 16 frames)."""
+        mean = self.mean()
+        step = max(1, self.frames // 16)
+        return float(np.mean([np.abs(p.astype(np.float32) - mean).mean() for p in self.planes[::step]]))
+
     def temporal(self) -> np.ndarray:
         """(2, H, W) cosine and sine components at the sync rate, static part removed, high-passed."""
         import cv2
@@ -428,23 +434,22 @@ def _sync_score(xt: np.ndarray, scale: float) -> tuple[float, tuple[int, int]]:
 
 
 def _sync_peaks(acc: Accumulator) -> list[tuple[float, float, tuple[int, int]]]:
-    """The TOP_PEAKS best sync peaks (score, scale, offset) at distinct scales, each refined locally."""
+    """The TOP_PEAKS best sync peaks (score, scale, offset) at distinct scales (≥ 3 % apart), each refined
+    to a fraction of a grid step (scores at ±0.25 % steps, parabola through the best three)."""
     xt = acc.temporal()
-    scored = []
-    for s in (1.0, *SCALES):
-        r, off = _sync_score(xt, s)
-        scored.append((r, s, off))
-    scored.sort(key=lambda t: -t[0])
+    scored = sorted(((*_sync_score(xt, s), s) for s in (1.0, *SCALES)), key=lambda t: -t[0])
     out: list = []
-    for r, s0, off in scored:
-        if any(abs(np.log(s0 / o[1])) < 0.012 for o in out):
+    for _, _, s0 in scored:
+        if any(abs(np.log(s0 / o[1])) < 0.03 for o in out):
             continue
-        best = (r, s0, off)
-        for s in s0 * np.array([0.992, 0.995, 0.9975, 1.0025, 1.005, 1.008]):
-            rr, oo = _sync_score(xt, float(s))
-            if rr > best[0]:
-                best = (rr, float(s), oo)
-        out.append(best)
+        ks = np.arange(-3, 4)
+        local = [_sync_score(xt, float(s0 * (1 + 0.0025 * k))) for k in ks]
+        r = np.array([t[0] for t in local])
+        i = int(np.clip(np.argmax(r), 1, len(ks) - 2))
+        den = r[i - 1] - 2 * r[i] + r[i + 1]
+        k = ks[i] + (0.5 * (r[i - 1] - r[i + 1]) / den if den < 0 else 0.0)
+        best = int(np.argmax(r))
+        out.append((float(r[best]), float(s0 * (1 + 0.0025 * k)), local[best][1]))
         if len(out) == TOP_PEAKS:
             break
     return out
@@ -575,7 +580,7 @@ def _lattice_peaks(plane: np.ndarray) -> list[tuple[float, float, tuple[int, int
     return picked
 
 
-LATTICE_SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.70), np.log(1.085), 0.004)), 4))
+LATTICE_SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.70), np.log(1.085), 0.005)), 4))
 
 
 # --- detection: geometry, decoding, decision --------------------------------------------------
@@ -591,10 +596,13 @@ def _code_fit(soft: np.ndarray) -> float:
     """Σ llr·(nearest code word) / Σ |llr| ∈ [-1, 1]: ≈ 0.75-0.85 on unmarked content, → 1 on a clean mark."""
     llr = _llr(soft)
     total = float(np.abs(llr).sum())
-    if total == 0:
+    if np.count_nonzero(llr) < MIN_SEEN * N_CODED:  # a geometry that sees few features fits anything
         return 0.0
     _, metric = ecc.viterbi(llr / total, MESSAGE_BITS)
     return metric
+
+
+MIN_SEEN = 0.75  # share of the coded bits a geometry must see to be ranked by its code fit
 
 
 def _decode_soft(soft: np.ndarray) -> tuple[np.ndarray, bool, float]:
@@ -608,46 +616,64 @@ def _decode_soft(soft: np.ndarray) -> tuple[np.ndarray, bool, float]:
     return bits, ok, agree
 
 
-def _refine(planes: list[np.ndarray], s0: float, off0: tuple[int, int]) -> tuple[float, float, tuple[int, int]]:
-    """Best (lattice z, scale, offset) near a candidate: the coherent lattice score of the frames at scales
-    s0·(1 ± 0.2 %, ± 0.4 %), its maximum within ±REFINE_PX of the candidate's offset."""
-    best = (-np.inf, s0, off0)
+def _best_near(planes: list[np.ndarray], scales, off0: tuple[int, int]) -> tuple[float, float, tuple[int, int]]:
+    """Best (coherent lattice z, scale, offset) over ``scales`` and offsets within ±REFINE_PX of ``off0``."""
+    best = (-np.inf, 1.0, off0)
     d = np.arange(-REFINE_PX, REFINE_PX + 1)
-    for s in s0 * (1.0 + 0.002 * np.arange(-2, 3)):
+    for s in scales:
         z = _lattice_scores([_rescaled(p, float(s)) for p in planes])
         win = z[np.ix_((off0[0] + d) % PERIOD, (off0[1] + d) % PERIOD)]
         k = int(np.argmax(win))
         if win.flat[k] > best[0]:
-            best = (float(win.flat[k]), float(s), ((off0[0] + d[k // d.size]) % PERIOD, (off0[1] + d[k % d.size]) % PERIOD))
+            best = (float(win.flat[k]), float(s), (int(off0[0] + d[k // d.size]) % PERIOD,
+                                                   int(off0[1] + d[k % d.size]) % PERIOD))
     return best
+
+
+def _refine(planes: list[np.ndarray], s0: float, off0: tuple[int, int]) -> tuple[float, float, tuple[int, int]]:
+    """Pin a candidate down to what the data needs (≈ 0.2 % in scale, 1 px): the coherent lattice score
+    over ±2 % of scale in 0.4 % steps on half the frames (the sync's scale is only good to ~2 % on a small
+    frame), then ±0.2 % around the best on all of them."""
+    _, s1, off1 = _best_near(planes[::2], s0 * (1.0 + 0.004 * np.arange(-5, 6)), off0)
+    return _best_near(planes, s1 * np.array([0.998, 1.0, 1.002]), off1)
 
 
 def _geometry(acc: Accumulator) -> tuple[float, float, tuple[int, int], float]:
     """(z, scale, offset, gain): candidates from the breathing sync (videos) and the lattice search on the
-    temporal mean (stills, static videos), refined by the coherent lattice score, the final ±1 px and the contrast gain
-    chosen by how well the summed soft decisions fit a code word — a CRC-free choice: no CRC trial."""
+    temporal mean (stills, static videos), refined by the coherent lattice score; the final offset (±1 px
+    around the best refined candidate and around the raw sync peak) and the contrast gain are chosen by how
+    well the summed soft decisions fit a code word — a CRC-free choice, so the search adds no CRC trial."""
     step = max(1, acc.frames // REFINE_FRAMES)
     planes = acc.planes[::step][:REFINE_FRAMES]
-    cands = []
+    starts, cands = [], []
     if acc.frames >= MIN_SYNC_FRAMES:
-        cands = [_refine(planes, s0, off0) for _, s0, off0 in _sync_peaks(acc)[:SYNC_CANDIDATES]]
-    if not cands or max(c[0] for c in cands) < Z_SYNC_OK:  # a still, or a static video: no breathing
+        for z0, s0, off0 in _sync_peaks(acc)[:SYNC_CANDIDATES]:
+            starts.append((z0, s0, off0))
+            cands.append(_refine(planes, s0, off0))
+    # a still, or a static video (x264 skips the static blocks: the template stops breathing, but the
+    # temporal mean then keeps every feature on its lattice)
+    if acc.frames < MIN_SYNC_FRAMES or (max(c[0] for c in cands) < Z_SYNC_OK and acc.motion() < STATIC_MOTION):
         cands += [_refine(planes, s0, off0) for _, s0, off0 in _lattice_peaks(acc.mean())[:LATTICE_CANDIDATES]]
-    z, s, off = max(cands)
-    fit = {}
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            o = ((off[0] + dy) % PERIOD, (off[1] + dx) % PERIOD)
-            fit[o] = _code_fit(_soft_sum(_frame_features(planes, s, o)))
-    off = max(fit, key=fit.get)
+    z = max(c[0] for c in cands)
+    best = (-np.inf, 1.0, (0, 0))
+    for _, s, off0 in sorted(cands, key=lambda c: -c[0])[:1] + starts:  # the best refined, the raw sync peak
+        scaled = [_rescaled(p, s) for p in planes]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                off = ((off0[0] + dy) % PERIOD, (off0[1] + dx) % PERIOD)
+                fit = _code_fit(_soft_sum([_features_at(q, off) for q in scaled]))
+                if fit > best[0]:
+                    best = (fit, s, off)
+    _, s, off = best
     feats = _frame_features(planes, s, off)
     gain = max(GAINS, key=lambda g: _code_fit(_soft_sum(feats, g)))
     return z, s, off, gain
 
 
 Z_SYNC_OK = 6.0  # refined lattice z of a sync candidate above which the lattice search is skipped
+STATIC_MOTION = 2.0  # mean |frame - temporal mean| (luma levels) below which a video counts as static
 REFINE_PX = 3  # offset window (reference px) around a sync candidate searched by the lattice score
-SYNC_CANDIDATES = 2  # sync peaks refined
+SYNC_CANDIDATES = 1  # sync peaks refined
 MIN_SYNC_FRAMES = 8  # fewer frames than this: no sync search (a still, or nearly)
 LATTICE_CANDIDATES = 2  # peaks of the lattice search on the temporal mean refined
 
