@@ -24,6 +24,13 @@ VIDEO_ATTACKS: dict[str, tuple[str | None, int]] = {
                  "eq=brightness=0.0784", 28),
 }
 
+# The re-uploader's chain of issue #13, exactly as reported (one ffmpeg pass, ffmpeg's default x264 preset),
+# and a stronger one: name -> (video filter, CRF)
+CHAINS: dict[str, tuple[str, int]] = {
+    "chain": ("crop=iw*0.9:ih*0.9,scale=trunc(iw/4)*2:-2,eq=brightness=0.08", 28),  # 256 → 114 px
+    "chain-strong": ("crop=iw*0.8:ih*0.8,scale=trunc(iw/6)*2:-2,eq=brightness=0.08", 32),  # 256 → 68 px
+}
+
 
 def ffmpeg_exe() -> str:
     import imageio_ffmpeg
@@ -43,6 +50,27 @@ def attack_video(src: Path | str, dest: Path | str, name: str, seconds: float | 
              "-threads", "1", str(dest)]
     subprocess.run(argv, check=True, capture_output=True)
     return Path(dest)
+
+
+def chain_video(src: Path | str, dest: Path | str, name: str = "chain") -> Path:
+    """Re-encode ``src`` into ``dest`` through chain ``name`` of CHAINS, as a re-upload does."""
+    vf, crf = CHAINS[name]
+    argv = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-vf", vf,
+            "-c:v", "libx264", "-crf", str(crf), "-threads", "1", str(dest)]
+    subprocess.run(argv, check=True, capture_output=True)
+    return Path(dest)
+
+
+def chain_image(rgb: np.ndarray, dest: Path | str | None = None, keep: float = 0.9, factor: float = 0.5,
+                delta: int = 20, quality: int = 75) -> np.ndarray:
+    """The still-image chain: centre crop to ``keep``, resize by ``factor``, brighten by ``delta``, JPEG at
+    ``quality`` (written to ``dest`` if given). Returns the decoded result."""
+    import cv2
+
+    pre = brightness(resize(crop(rgb, keep), factor), delta)
+    if dest is not None:
+        cv2.imwrite(str(dest), pre[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return jpeg(pre, quality)
 
 
 def jpeg(rgb: np.ndarray, quality: int = 75) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Error control for the watermark message (pure numpy): CRC-24 and a K=7, rate-1/4 convolutional code
-with soft-decision Viterbi decoding.
+"""Error control for the watermark message (pure numpy): CRC-24 and a K=9, rate-1/2 convolutional code
+(the NASA/3GPP-style generators 561, 753 octal, free distance 12) with soft-decision Viterbi decoding.
 
 Conventions: bits are uint8 0/1; soft values are "LLR-like" floats, positive = bit 0, zero = erasure.
 """
@@ -12,8 +12,8 @@ import numpy as np
 
 CRC24_POLY = 0x864CFB  # CRC-24/OpenPGP (RFC 4880)
 CRC24_INIT = 0xB704CE
-K = 7  # constraint length: 64 states
-GENERATORS = (0o117, 0o127, 0o155, 0o171)  # rate 1/4, free distance 20
+K = 9  # constraint length: 256 states
+GENERATORS = (0o561, 0o753)  # rate 1/2, free distance 12
 RATE = len(GENERATORS)
 TAIL = K - 1
 

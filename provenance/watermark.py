@@ -1,26 +1,29 @@
-"""Invisible, crop- and scale-tolerant watermark for th's generated frames (numpy + OpenCV only).
+"""Invisible watermark for th's generated frames that survives a re-uploader's chain: crop, shrink,
+brighten and re-encode together (numpy + OpenCV only).
 
 Design (details, measurements and the false-match calculation in docs/PROVENANCE.md):
 
-* Two carriers in the two chroma planes (BT.601), where a face carries little texture and the eye is
-  least sensitive; luma is untouched (brightness edits act on it; marks in Y came back inverted by x264).
-* **Sync (Cb)**: a ``TILE``×``TILE`` tile (at the reference scale: short side = ``REF`` px) repeated over
-  the frame, built in the Fourier domain on a keyed ring of low frequencies (periods 16-51 px), with the
-  frame's own Cb content in those bins cancelled at embedding (host rejection, capped at ``HOST_CAP``).
-  The detector sums the high-passed Cb of all frames, folds it modulo the tile and finds the cyclic shift
-  by phase-only correlation (one FFT) at each scale of a grid: a crop is a shift, a resize a scale.
-* **Data (Cr)**: dither-modulation QIM of the means of 16×16 px blocks (reference px) on a
-  ``PERIOD``×``PERIOD`` grid = 256 features. The inner mean of each block (a ``MARGIN`` px border is
-  ignored, so sub-pixel misregistration and chroma blur do not leak neighbours in) is moved ``ALPHA`` of the
-  way to the nearest point of ``STEP·Z + dither_k + bit_k·STEP/2`` by a block-constant change. QIM rejects
-  the host, so static content (a talking head) does not bias the vote.
-* Geometry: sync peaks give scale and offset modulo TILE; the data grid (period 2·TILE) resolves the
-  ambiguity and refines scale/offset by maximising how well the summed soft QIM decisions fit the nearest
-  code word (Viterbi metric, no CRC involved).
-* Message = 32-bit payload + CRC-24 (56 bits) → convolutional code K=7, rate 1/4 (248 bits, soft Viterbi),
-  keyed scrambling and interleaving over the 256 blocks. Soft decisions ``cos(2π(mean − dither)/STEP)``
-  are summed over all frames of a file. ``found`` = CRC-24 valid on one of at most ``N_CRC_TESTS``
-  decodes per file (the untouched geometry, the search's best).
+* **Data in low-frequency luma.** Chroma at 4:2:0 keeps a quarter of the samples and x264 starves it at
+  small sizes; luma low frequencies survive crop + ½ downscale + CRF 28 at 114 px. The frame (rescaled so
+  its short side is ``REF`` px) is tiled by ``CELL``×``CELL`` px cells, each a 3×3 grid of smooth sin² bumps
+  (``SUB`` px). A cell carries ``PATTERNS`` = 8 features: its projections on the 8 separable zero-mean
+  patterns ``c_u ⊗ c_v`` (c₀ = [1 1 1], c₁ = [1 0 -1], c₂ = [1 -2 1] over the bumps; c₀ ⊗ c₀ left out).
+  Zero mean makes every feature blind to a brightness offset; the detector searches a gain for contrast.
+  Each feature is dither-modulation QIM'd (step ``STEP``) in every frame, so the strong, static host
+  content of a talking head does not bias the vote; the cells repeat with a period of ``PERIOD`` = 192 px
+  (< the 230 px left by a 90 % crop: every feature survives it) = ``N_FEATURES`` = 128 features.
+* **Message** = 32-bit payload + CRC-24 (56 bits) → convolutional code K=9, rate 1/2 (128 coded bits, soft
+  Viterbi), keyed scrambling and interleaving. Soft decisions ``cos(2π(feature − dither)/STEP)`` of every
+  frame are summed per feature before decoding.
+* **Sync: a luma template that breathes.** A keyed tile (``PERIOD`` px, energy on a ring of periods
+  11-27 px) is added to video frames with amplitude ``SYNC_AMP · sin(2π t / SYNC_FRAMES)``. The detector
+  takes the temporal Fourier component of the frames at that rate: the static host (a talking head's
+  background, face, clothes) cancels exactly, the template does not, so a phase-only correlation finds
+  scale (grid of scales) and shift (one FFT per scale) of a crop + resize even at 114 px. Stills carry no
+  template: for them the bit-free lattice score (the doubled QIM phase) is searched on the single frame.
+* **Decision**: the geometry is ranked by how well the summed soft decisions fit the nearest code word (no
+  CRC involved); the CRC is checked on at most ``N_CRC_TESTS`` = 2 decodes per file (the untouched
+  geometry, and the search's best); ``found`` = a valid CRC-24.
 """
 
 from __future__ import annotations
@@ -34,76 +37,87 @@ import numpy as np
 from provenance import ecc
 
 REF = 256  # reference short side: geometry is expressed at this scale
-KEY = 0x7468_776D_0002  # "thwm" v2: public, so every copy of th can verify
+KEY = 0x7468_776D_0003  # "thwm" v3: public, so every copy of th can verify
 PAYLOAD_BITS = 32
 CRC_BITS = 24
 MESSAGE_BITS = PAYLOAD_BITS + CRC_BITS
 
-# --- sync (Cb) ---
-TILE = 128  # sync tile period in reference px
-R_LO, R_HI = 2.5, 8.0  # sync ring, in tile bins (periods 18-64 reference px)
-SYNC_STRENGTH = 1.1  # RMS of the sync tile in Cb levels
-HOST_CAP = 0.6  # max RMS (Cb levels) of the host-cancelling tile
-HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of Cb before folding
-Z_THRESHOLD = 3.0  # sync z-score needed (with a valid CRC-24); the false-match bound does not rely on it
-SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.72), np.log(1.06), 0.016)), 4))
+# --- carrier (reference px) ---
+SUB = 16  # side of one smooth bump
+CELL = 3 * SUB  # a cell = 3×3 bumps
+GRID = 4  # cells per side of the layout period
+PERIOD = CELL * GRID  # 192
+PATTERNS = 8  # zero-mean separable patterns per cell
+N_FEATURES = GRID * GRID * PATTERNS  # 128
+STEP = 4.0  # QIM step, in luma levels of the unit-RMS pattern coefficient
+ALPHA = 0.9  # distortion compensation: move each feature ALPHA of the way to its lattice point
+PSNR_FLOOR = 38.3  # per-frame guard: the mark is scaled down on the rare frame that would cost more
 
-# --- data (Cr) ---
-BLOCK = 16  # block side, reference px
-GRID = 16  # blocks per side of the data period
-PERIOD = BLOCK * GRID  # 256 reference px
-N_FEATURES = GRID * GRID
-STEP = 9.0  # QIM step in Cr levels
-ALPHA = 0.9  # distortion compensation: move a block mean ALPHA of the way to its lattice point (RMS ≈ 2.3)
-MARGIN = 3  # reference px ignored at each block edge by the detector
-MIN_DATA_SIDE = 64  # px; smaller frames get the sync only
-PSNR_FLOOR = 40.6  # per-frame guard: the mark is scaled down on the rare frame that would cost more
+# --- sync (videos only) ---
+SYNC_AMP = 1.6  # RMS of the sync tile at the crest of its temporal sine, luma levels
+SYNC_FRAMES = 50  # period of the temporal sine, frames (2 s at 25 fps)
+R_LO, R_HI = 7.0, 18.0  # sync ring, in bins of the PERIOD-px tile (periods 11-27 px)
+HIGHPASS_SIGMA = 8.0  # px; the detector removes the local mean of the temporal component before folding
 
-CR, CB = 1, 2  # channels of OpenCV's YCrCb (BT.601: Cb = 0.564 (B - Y), Cr = 0.713 (R - Y))
-SYNC_CH, DATA_CH = CB, CR  # sync in Cb, data in Cr
+# --- detection ---
+SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.70), np.log(1.085), 0.016)), 4))
+TOP_PEAKS = 3  # sync (or lattice) peaks at distinct scales refined by code fit
+REFINE_FRAMES = 16  # frames (spread over the clip) used to refine candidate geometries
+GAINS = (0.8, 0.87, 0.93, 1.0, 1.07, 1.15, 1.25)  # contrast changes tried at the chosen geometry
+N_CRC_TESTS = 2  # decodes whose CRC is checked per file: the untouched geometry, the search's best
 
 
 @dataclass(frozen=True)
 class WatermarkResult:
-    """What the detector read: ``found`` only when sync and CRC agree."""
+    """What the detector read: ``found`` only when the CRC agrees."""
 
     found: bool
     payload: str | None  # hex, PAYLOAD_BITS/4 digits, when found
     bit_accuracy: float  # share of coded bits whose summed soft decision agrees with the decoded code word
-    sync_z: float  # z-score of the best sync peak (≈ N(0,1) per test on unmarked content)
+    sync_z: float  # z-score of the bit-free lattice score at the chosen geometry (≈ N(0,1) when unmarked)
     crc_ok: bool
-    scale: float  # rescale at which the tile was found (1.0 = no crop)
-    shift: tuple[int, int]  # data-grid offset (dy, dx) in reference pixels
+    scale: float  # plane px per original px ÷ REF-normalisation (1.0 = no crop)
+    shift: tuple[int, int]  # (dy, dx) of the original's origin in the rescaled plane, reference px
     frames: int  # frames accumulated
 
 
 @dataclass(frozen=True)
 class _Layout:
-    sync_idx: tuple[np.ndarray, np.ndarray]
-    sync_ref: np.ndarray  # complex unit phasors
     dither: np.ndarray  # (N_FEATURES,) in [0, STEP)
     scramble: np.ndarray  # (N_FEATURES,) 0/1 keyed
-    slot: np.ndarray  # (N_FEATURES,) coded-bit index carried by each block (interleaver)
+    slot: np.ndarray  # (N_FEATURES,) coded-bit index carried by each feature (interleaver)
+    sync_idx: tuple[np.ndarray, np.ndarray]  # rfft bins of the PERIOD-px sync tile on the ring
+    sync_ref: np.ndarray  # their keyed unit phasors
+
+
+N_CODED = ecc.RATE * (MESSAGE_BITS + ecc.TAIL)  # 128
 
 
 @functools.lru_cache(maxsize=1)
 def layout() -> _Layout:
     rng = np.random.default_rng(KEY)
-    u = np.fft.fftfreq(TILE, 1.0 / TILE)[:, None]
-    v = np.arange(TILE // 2 + 1)[None, :]
+    slots = np.concatenate([np.arange(N_CODED), np.arange(N_FEATURES - N_CODED)])  # spare features repeat
+    dither = rng.uniform(0.0, STEP, N_FEATURES)
+    scramble = rng.integers(0, 2, N_FEATURES).astype(np.uint8)
+    slot = slots[rng.permutation(N_FEATURES)]
+    u = np.fft.fftfreq(PERIOD, 1.0 / PERIOD)[:, None]
+    v = np.arange(PERIOD // 2 + 1)[None, :]
     r = np.hypot(u, v)
-    ring = (r >= R_LO) & (r <= R_HI) & (v > 0)  # v == 0 column is self-conjugate: skip it
-    rows, cols = np.nonzero(ring)
-    ref = np.exp(1j * rng.uniform(0.0, 2 * np.pi, rows.size))
-    n_coded = ecc.RATE * (MESSAGE_BITS + ecc.TAIL)  # 248
-    slots = np.concatenate([np.arange(n_coded), np.arange(N_FEATURES - n_coded)])  # 8 bits repeated
-    return _Layout(
-        sync_idx=(rows, cols),
-        sync_ref=ref,
-        dither=rng.uniform(0.0, STEP, N_FEATURES),
-        scramble=rng.integers(0, 2, N_FEATURES).astype(np.uint8),
-        slot=slots[rng.permutation(N_FEATURES)],
-    )
+    rows, cols = np.nonzero((r >= R_LO) & (r <= R_HI) & (v > 0))  # v == 0 is self-conjugate: skip it
+    return _Layout(dither, scramble, slot, (rows, cols), np.exp(1j * rng.uniform(0.0, 2 * np.pi, rows.size)))
+
+
+@functools.lru_cache(maxsize=1)
+def _axes() -> np.ndarray:
+    """(3, CELL) 1-D factors of the patterns: c_u over the 3 bumps, unit mean square."""
+    t = (np.arange(SUB) + 0.5) / SUB
+    bump = np.sin(np.pi * t) ** 2
+    c = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
+    a = np.stack([np.concatenate([ci * bump for ci in row]) for row in c])
+    return (a / np.sqrt((a**2).mean(axis=1, keepdims=True))).astype(np.float32)
+
+
+PAIRS = tuple((u, v) for u in range(3) for v in range(3) if u or v)  # pattern k = c_u ⊗ c_v
 
 
 # --- message coding ---------------------------------------------------------------------------
@@ -146,35 +160,18 @@ def _message(payload_bits: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _feature_bits(message_key: bytes) -> np.ndarray:
-    """The bit (0/1) each of the N_FEATURES blocks carries: coded, interleaved, scrambled."""
+    """The bit (0/1) each of the N_FEATURES features carries: coded, interleaved, scrambled."""
     lay = layout()
     coded = ecc.conv_encode(np.frombuffer(message_key, dtype=np.uint8))
     return coded[lay.slot] ^ lay.scramble
 
 
 def feature_bits(payload_bits: np.ndarray) -> np.ndarray:
-    """Public for the benchmark: block bits for a payload."""
+    """Public for the benchmark: feature bits for a payload."""
     return _feature_bits(_message(payload_bits).tobytes())
 
 
-# --- embedding --------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _sync_tile() -> np.ndarray:
-    lay = layout()
-    spec = np.zeros((TILE, TILE // 2 + 1), dtype=np.complex128)
-    spec[lay.sync_idx] = lay.sync_ref
-    tile = np.fft.irfft2(spec, s=(TILE, TILE))
-    return (tile / tile.std()).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def _ring_gain() -> np.ndarray:
-    """Gain of the detector's high-pass (Gaussian, HIGHPASS_SIGMA) at every rfft bin of the tile."""
-    u = np.fft.fftfreq(TILE)[:, None]
-    v = np.fft.rfftfreq(TILE)[None, :]
-    return 1.0 - np.exp(-2.0 * np.pi**2 * HIGHPASS_SIGMA**2 * (u**2 + v**2))
+# --- features ---------------------------------------------------------------------------------
 
 
 def _ref_shape(height: int, width: int) -> tuple[int, int]:
@@ -182,313 +179,436 @@ def _ref_shape(height: int, width: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _chroma(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 Y, Cr, Cb (BT.601, OpenCV order; chroma offset 0.5): index with CR, CB."""
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an RGB uint8 frame at the reference scale (float32)."""
     import cv2
 
-    return cv2.cvtColor(rgb.astype(np.float32), cv2.COLOR_RGB2YCrCb)
-
-
-def _to_ref(plane: np.ndarray) -> np.ndarray:
-    import cv2
-
-    h, w = plane.shape[:2]
+    y = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    h, w = y.shape
     rh, rw = _ref_shape(h, w)
     if (rh, rw) == (h, w):
-        return plane
-    return cv2.resize(plane, (rw, rh), interpolation=cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR)
+        return y
+    return cv2.resize(y, (rw, rh), interpolation=cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR)
 
 
-def _highpass(plane: np.ndarray) -> np.ndarray:
-    import cv2
+def _cell_features(patches: np.ndarray) -> np.ndarray:
+    """(n, CELL, CELL) patches → (n, PATTERNS) pattern coefficients (patterns have unit mean square)."""
+    a = _axes()
+    f = np.einsum("ui,nij,vj->nuv", a, patches, a, optimize=True) / (CELL * CELL)
+    return np.stack([f[:, u, v] for u, v in PAIRS], axis=1)
 
-    return plane - cv2.GaussianBlur(plane, (0, 0), HIGHPASS_SIGMA)
+
+def _cell_pattern(coef: np.ndarray) -> np.ndarray:
+    """(..., PATTERNS) coefficients → (..., CELL, CELL) sum of the patterns they weight."""
+    a = _axes()
+    m = np.zeros(coef.shape[:-1] + (3, 3), dtype=np.float32)
+    for k, (u, v) in enumerate(PAIRS):
+        m[..., u, v] = coef[..., k]
+    return np.einsum("...uv,ui,vj->...ij", m, a, a, optimize=True)
 
 
-def _sync_plane(cr: np.ndarray) -> np.ndarray:
-    """Sync tile plus capped host cancellation, repeated over the frame (native size)."""
-    import cv2
+def _qim_delta(f: np.ndarray, k: np.ndarray, fbits: np.ndarray) -> np.ndarray:
+    """Change of each feature that moves it ALPHA of the way to its bit's lattice point."""
+    offset = layout().dither[k] + fbits[k] * (STEP / 2.0)
+    target = STEP * np.round((f - offset) / STEP) + offset
+    return ALPHA * (target - f)
 
+
+def _grid_index(ny: int, nx: int) -> np.ndarray:
+    """(ny, nx, PATTERNS) feature index of the cells of an unshifted frame."""
+    cy, cx = np.arange(ny) % GRID, np.arange(nx) % GRID
+    return ((cy[:, None] * GRID + cx[None, :]) * PATTERNS)[:, :, None] + np.arange(PATTERNS)
+
+
+# --- embedding --------------------------------------------------------------------------------
+
+
+def _mark_plane(y: np.ndarray, fbits: np.ndarray) -> np.ndarray:
+    """Luma change (reference scale) that puts every whole cell's features on their bits' lattices."""
+    h, w = y.shape
+    ny, nx = h // CELL, w // CELL
+    out = np.zeros_like(y)
+    if ny == 0 or nx == 0:
+        return out
+    cells = y[: ny * CELL, : nx * CELL].reshape(ny, CELL, nx, CELL).transpose(0, 2, 1, 3)
+    f = _cell_features(cells.reshape(-1, CELL, CELL)).reshape(ny, nx, PATTERNS)
+    d = _qim_delta(f, _grid_index(ny, nx), fbits)
+    out[: ny * CELL, : nx * CELL] = _cell_pattern(d).transpose(0, 2, 1, 3).reshape(ny * CELL, nx * CELL)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _sync_tile() -> np.ndarray:
+    """The PERIOD×PERIOD px sync tile: keyed phases on the ring, unit RMS."""
     lay = layout()
-    h, w = cr.shape
-    spec = _fold_spectrum(_to_ref(cr), 1.0)
-    corr = np.zeros_like(spec)
-    corr[lay.sync_idx] = -spec[lay.sync_idx]
-    cancel = np.fft.irfft2(corr, s=(TILE, TILE)).astype(np.float32)
-    rms = float(np.sqrt(np.mean(cancel**2)))
-    if rms > HOST_CAP:
-        cancel *= HOST_CAP / rms
-    tile = SYNC_STRENGTH * _sync_tile() + cancel
-    rh, rw = _ref_shape(h, w)
-    plane = np.tile(tile, (-(-rh // TILE), -(-rw // TILE)))[:rh, :rw]
-    if (rh, rw) != (h, w):
-        plane = cv2.resize(plane, (w, h), interpolation=cv2.INTER_CUBIC)
-    return plane
+    spec = np.zeros((PERIOD, PERIOD // 2 + 1), dtype=np.complex128)
+    spec[lay.sync_idx] = lay.sync_ref
+    tile = np.fft.irfft2(spec, s=(PERIOD, PERIOD))
+    return (tile / tile.std()).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=8)
-def _native_boxes(height: int, width: int):
-    """Inner boxes (native px) of every data block of a frame, the block each pixel belongs to, and the
-    blocks' feature indices: the embedder reads exactly what the detector reads."""
-    s = min(height, width) / REF
-
-    def axis(n: int):
-        i = np.arange(int(np.ceil(n / (BLOCK * s))))
-        e0 = np.minimum(np.round(i * BLOCK * s).astype(int), n)
-        e1 = np.minimum(np.round((i + 1) * BLOCK * s).astype(int), n)
-        a = np.minimum(np.round((i * BLOCK + MARGIN) * s).astype(int), n - 1)
-        b = np.clip(np.round((i * BLOCK + BLOCK - MARGIN) * s).astype(int), a + 1, n)
-        keep = e1 > e0  # tiny frames: blocks narrower than a pixel vanish
-        return a[keep], b[keep], (e1 - e0)[keep], i[keep] % GRID
-
-    y0, y1, cy, by = axis(height)
-    x0, x1, cx, bx = axis(width)
-    k = by[:, None] * GRID + bx[None, :]
-    return y0, y1, x0, x1, cy, cx, k
+def _sync_plane(shape: tuple[int, int], frame_index: int) -> np.ndarray:
+    """The sync template of frame ``frame_index`` at the reference scale (tiled from the origin)."""
+    h, w = shape
+    a = SYNC_AMP * np.sin(2.0 * np.pi * frame_index / SYNC_FRAMES)
+    return np.float32(a) * np.tile(_sync_tile(), (-(-h // PERIOD), -(-w // PERIOD)))[:h, :w]
 
 
-def _data_plane(cb: np.ndarray, fbits: np.ndarray) -> np.ndarray:
-    """Block-constant Cb change moving every block's inner mean onto its bit's QIM lattice."""
+def embed(rgb: np.ndarray, payload_bits: np.ndarray, frame_index: int | None = None) -> np.ndarray:
+    """Return ``rgb`` (uint8 H×W×3) with the mark for ``payload_bits`` (PAYLOAD_BITS of 0/1) added.
 
-    if min(cb.shape) < MIN_DATA_SIDE:  # too small to carry the blocks: sync only
-        return np.zeros(cb.shape, np.float32)
-    lay = layout()
-    y0, y1, x0, x1, cy, cx, k = _native_boxes(*cb.shape)
-    # inner-box sums: reduceat over [a0, b0, a1, b1, ...] gives [a_i, b_i) sums at even positions
-    ey, ex = np.stack([y0, y1], 1).ravel(), np.stack([x0, x1], 1).ravel()
-    rows = np.add.reduceat(cb[: ey[-1]], ey[:-1], axis=0)[0::2]
-    sums = np.add.reduceat(rows[:, : ex[-1]], ex[:-1], axis=1)[:, 0::2]
-    area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
-    mean = sums / np.maximum(area, 1)
-    offset = lay.dither[k] + fbits[k] * (STEP / 2.0)
-    target = STEP * np.round((mean - offset) / STEP) + offset
-    d = (ALPHA * (target - mean)).astype(np.float32)
-    return np.repeat(np.repeat(d, cy, axis=0), cx, axis=1)
-
-
-def embed(rgb: np.ndarray, payload_bits: np.ndarray) -> np.ndarray:
-    """Return ``rgb`` (uint8 H×W×3) with the mark for ``payload_bits`` (PAYLOAD_BITS of 0/1) added."""
+    ``frame_index`` (the frame's position in its video, from 0) adds the breathing sync template; a still
+    is marked without it. The mark changes luma only: the same value is added to R, G and B (BT.601
+    weights sum to 1), so the sync is part of the host the QIM data sees."""
     import cv2
 
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
     fbits = _feature_bits(_message(payload_bits).tobytes())
-    ych = _chroma(rgb)
-    planes = [np.zeros(rgb.shape[:2], np.float32), None, None]
-    planes[DATA_CH] = _data_plane(cv2.extractChannel(ych, DATA_CH), fbits) + np.float32(0.5)
-    planes[SYNC_CH] = _sync_plane(cv2.extractChannel(ych, SYNC_CH)) + np.float32(0.5)
-    delta = cv2.cvtColor(cv2.merge(planes), cv2.COLOR_YCrCb2RGB)  # (0, dCr, dCb) -> dRGB
-    out = cv2.add(rgb, delta, dtype=cv2.CV_8U)  # rounds and saturates
+    h, w = rgb.shape[:2]
+    y = _luma(rgb)
+    delta = np.zeros_like(y)
+    if frame_index is not None:
+        delta += _sync_plane(y.shape, frame_index)
+    delta += _mark_plane(y + delta, fbits)
+    if delta.shape != (h, w):
+        delta = cv2.resize(delta, (w, h), interpolation=cv2.INTER_LINEAR)
+    delta3 = cv2.merge([delta, delta, delta])
+    out = cv2.add(rgb, delta3, dtype=cv2.CV_8U)  # rounds and saturates
     mse = cv2.norm(out, rgb, cv2.NORM_L2SQR) / out.size
     limit = 255.0**2 / 10 ** (PSNR_FLOOR / 10)
-    if mse > limit:  # rare (e.g. strong host cancellation): scale the whole mark down
-        out = cv2.add(rgb, delta * np.float32(np.sqrt(limit / mse) * 0.97), dtype=cv2.CV_8U)
+    if mse > limit:  # rare (saturated or busy frames): scale the whole mark down
+        out = cv2.add(rgb, delta3 * np.float32(np.sqrt(limit / mse) * 0.97), dtype=cv2.CV_8U)
     return out
 
 
-# --- detection --------------------------------------------------------------------------------
+# --- detection: per-frame features at one geometry --------------------------------------------
 
 
-def _fold_spectrum(img: np.ndarray, scale: float) -> np.ndarray:
-    """rfft2 of the image rescaled by ``scale`` and folded (mean modulo TILE) onto one tile."""
+def _rescaled(plane: np.ndarray, scale: float) -> np.ndarray:
+    """The plane resized by ``scale``: original content back at reference scale (a crop is then a shift)."""
     import cv2
 
-    h, w = img.shape
-    if scale != 1.0:
-        img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_LINEAR)
-        h, w = img.shape
-    nh, nw = -(-h // TILE), -(-w // TILE)
-    pad = np.zeros((nh * TILE, nw * TILE), dtype=np.float32)
-    pad[:h, :w] = img
-    tile = pad.reshape(nh, TILE, nw, TILE).sum(axis=(0, 2))
-    ones = np.zeros((nh * TILE, nw * TILE), dtype=np.float32)
-    ones[:h, :w] = 1.0
-    count = ones.reshape(nh, TILE, nw, TILE).sum(axis=(0, 2))
-    return np.fft.rfft2(tile / np.maximum(count, 1.0))
+    plane = plane.astype(np.float32, copy=False)
+    if scale == 1.0:
+        return plane
+    h, w = plane.shape
+    return cv2.resize(plane, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)
 
 
-def _sync_peak(spec: np.ndarray) -> tuple[float, tuple[int, int]]:
-    """Phase-only correlation with the sync bins: (z-score, (dy, dx)) of the best cyclic shift."""
-    lay = layout()
-    x = spec[lay.sync_idx]
-    p = x / np.maximum(np.abs(x), 1e-12)
-    z_spec = np.zeros((TILE, TILE // 2 + 1), dtype=np.complex128)
-    z_spec[lay.sync_idx] = p * np.conj(lay.sync_ref)
-    # irfft2 gives (2/N²) Σ Re(.) over the half plane; each unit term has variance 1/2 under the null.
-    corr = np.fft.irfft2(z_spec, s=(TILE, TILE)) * (TILE * TILE / 2.0)
-    corr /= np.sqrt(lay.sync_ref.size / 2.0)
-    k = int(np.argmax(corr))
-    return float(corr.flat[k]), (k // TILE, k % TILE)
+def _anchors(shape: tuple[int, int], off: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-left corners (ys, xs) of every whole cell in a rescaled plane where original coordinate u sits
+    at u - off, and the cells' feature indices (n, PATTERNS)."""
+
+    def axis(n: int, o: int):
+        i = np.arange(-(-o // CELL), (o + n - CELL) // CELL + 1)
+        return i * CELL - o, i % GRID
+
+    ys, cy = axis(shape[0], off[0])
+    xs, cx = axis(shape[1], off[1])
+    k = ((cy[:, None] * GRID + cx[None, :]) * PATTERNS).reshape(-1, 1) + np.arange(PATTERNS)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return yy.ravel(), xx.ravel(), k
+
+
+def _features_at(plane: np.ndarray, off: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, PATTERNS), feature index (n, PATTERNS)) of the whole cells of a rescaled plane."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    ys, xs, k = _anchors(plane.shape, off)
+    if ys.size == 0:
+        return np.zeros((0, PATTERNS), np.float32), k
+    return _cell_features(sliding_window_view(plane, (CELL, CELL))[ys, xs]), k
+
+
+def _soft(f: np.ndarray, k: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """Per-feature soft QIM decisions (positive = bit 0), averaged over repeated cells."""
+    s = np.cos(2.0 * np.pi * (f / gain - layout().dither[k]) / STEP)
+    count = np.maximum(np.bincount(k.ravel(), minlength=N_FEATURES), 1)
+    return np.bincount(k.ravel(), weights=s.ravel(), minlength=N_FEATURES) / count
+
+
+def _frame_features(planes: list[np.ndarray], scale: float, off: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [_features_at(_rescaled(p, scale), off) for p in planes]
+
+
+def _soft_sum(feats: list[tuple[np.ndarray, np.ndarray]], gain: float = 1.0) -> np.ndarray:
+    """Σ over frames of the per-feature soft decisions."""
+    total = np.zeros(N_FEATURES)
+    for f, k in feats:
+        if f.size:
+            total += _soft(f, k, gain)
+    return total
 
 
 class Accumulator:
-    """Sums the high-passed reference-scale Cr planes (sync) of frames sharing one geometry and keeps
-    their reference-scale Cb planes (data, float16) for the decode once the geometry is known."""
+    """Keeps each frame's reference-scale luma (float16) and, for the sync, the temporal Fourier component
+    of the frames at the template's rate (with the temporal mean removed: a static host cancels)."""
 
     def __init__(self) -> None:
-        self.sum: np.ndarray | None = None
-        self.cb: list[np.ndarray] = []
+        self.planes: list[np.ndarray] = []
+        self.sum: np.ndarray | None = None  # Σ y
+        self.cs: np.ndarray | None = None  # Σ y·cos θ, Σ y·sin θ  (2, H, W)
+        self.w = np.zeros(2)  # Σ cos θ, Σ sin θ
         self.frames = 0
 
     def add(self, rgb: np.ndarray) -> None:
-        import cv2
-
-        ch = _to_ref(_chroma(rgb))
-        res = _highpass(cv2.extractChannel(ch, SYNC_CH))
+        y = _luma(rgb)
+        theta = 2.0 * np.pi * self.frames / SYNC_FRAMES
+        c, s = np.cos(theta), np.sin(theta)
         if self.sum is None:
-            self.sum = res.copy()
-        elif res.shape == self.sum.shape:
-            self.sum += res
+            self.sum = y.astype(np.float64)
+            self.cs = np.stack([y * c, y * s]).astype(np.float64)
+        elif y.shape == self.sum.shape:
+            self.sum += y
+            self.cs[0] += y * c
+            self.cs[1] += y * s
         else:
             raise ValueError("all frames of one detection must share a size")
-        self.cb.append(cv2.extractChannel(ch, DATA_CH).astype(np.float16))
+        self.w += (c, s)
+        self.planes.append(y.astype(np.float16))
         self.frames += 1
 
+    def mean(self) -> np.ndarray:
+        assert self.sum is not None
+        return (self.sum / self.frames).astype(np.float32)
 
-def _search(acc: Accumulator, top: int = 1) -> tuple[float, float, tuple[int, int], np.ndarray]:
-    """Best (z, scale, shift, spectrum): native scale first, then the scale grid and a local refine."""
-    return _sync_peaks(acc, top)[0]
+    def motion(self) -> float:
+        """Mean absolute deviation of the frames from their temporal mean (luma levels, ≤ 16 frames)."""
+        mean = self.mean()
+        step = max(1, self.frames // 16)
+        return float(np.mean([np.abs(p.astype(np.float32) - mean).mean() for p in self.planes[::step]]))
+
+    def temporal(self) -> np.ndarray:
+        """(2, H, W) cosine and sine components at the sync rate, static part removed, high-passed."""
+        import cv2
+
+        assert self.sum is not None and self.cs is not None
+        mean = self.sum / self.frames
+        out = np.empty(self.cs.shape, np.float32)
+        for i in range(2):
+            x = (self.cs[i] - mean * self.w[i]).astype(np.float32)
+            out[i] = x - cv2.GaussianBlur(x, (0, 0), HIGHPASS_SIGMA)
+        return out
 
 
-def _sync_peaks(acc: Accumulator, top: int = 3) -> list[tuple[float, float, tuple[int, int], np.ndarray]]:
-    """The ``top`` best sync peaks (z, scale, shift, spectrum) over the scale grid (local refine of each)."""
-    assert acc.sum is not None
-    spec = _fold_spectrum(acc.sum, 1.0)
-    z, shift = _sync_peak(spec)
-    if z >= Z_CLEAR:  # clear at native scale: skip the search
-        return [(z, 1.0, shift, spec)]
-    found = [(z, 1.0, shift, spec)]
-    for s in SCALES:
-        spec = _fold_spectrum(acc.sum, s)
-        z, shift = _sync_peak(spec)
-        found.append((z, s, shift, spec))
-    found.sort(key=lambda t: -t[0])
+# --- detection: the breathing sync (videos) ---------------------------------------------------
+
+
+def _fold_spectrum(img: np.ndarray, scale: float) -> np.ndarray:
+    """rfft2 of the image rescaled by ``scale`` and folded (mean modulo PERIOD) onto one tile."""
+    img = _rescaled(img, scale)
+    h, w = img.shape
+    nh, nw = -(-h // PERIOD), -(-w // PERIOD)
+    pad = np.zeros((nh * PERIOD, nw * PERIOD), dtype=np.float32)
+    pad[:h, :w] = img
+    ones = np.zeros_like(pad)
+    ones[:h, :w] = 1.0
+    tile = pad.reshape(nh, PERIOD, nw, PERIOD).sum(axis=(0, 2))
+    count = ones.reshape(nh, PERIOD, nw, PERIOD).sum(axis=(0, 2))
+    return np.fft.rfft2(tile / np.maximum(count, 1.0))
+
+
+def _sync_corr(spec: np.ndarray) -> np.ndarray:
+    """Phase-only correlation of a folded spectrum with the sync tile, as z-scores for every cyclic shift
+    (≈ N(0, 1) each on content without the template)."""
+    lay = layout()
+    x = spec[lay.sync_idx]
+    z_spec = np.zeros((PERIOD, PERIOD // 2 + 1), dtype=np.complex128)
+    z_spec[lay.sync_idx] = x / np.maximum(np.abs(x), 1e-12) * np.conj(lay.sync_ref)
+    # irfft2 gives (2/N²) Σ Re(.) over the half plane; each unit term has variance 1/2 under the null
+    corr = np.fft.irfft2(z_spec, s=(PERIOD, PERIOD)) * (PERIOD * PERIOD / 2.0)
+    return corr / np.sqrt(lay.sync_ref.size / 2.0)
+
+
+def _sync_score(xt: np.ndarray, scale: float) -> tuple[float, tuple[int, int]]:
+    """Best (score, data offset) at one scale: the template's temporal phase is unknown, so the cosine
+    and sine components are correlated separately and combined as a magnitude (Rayleigh under the null)."""
+    c = _sync_corr(_fold_spectrum(xt[0], scale))
+    s = _sync_corr(_fold_spectrum(xt[1], scale))
+    r = np.hypot(c, s)
+    k = int(np.argmax(r))
+    dy, dx = k // PERIOD, k % PERIOD
+    return float(r.flat[k]), ((-dy) % PERIOD, (-dx) % PERIOD)
+
+
+def _sync_peaks(acc: Accumulator) -> list[tuple[float, float, tuple[int, int]]]:
+    """The TOP_PEAKS best sync peaks (score, scale, offset) at distinct scales (≥ 3 % apart), each refined
+    to a fraction of a grid step (scores at ±0.25 % steps, parabola through the best three)."""
+    xt = acc.temporal()
+    scored = sorted(((*_sync_score(xt, s), s) for s in (1.0, *SCALES)), key=lambda t: -t[0])
     out: list = []
-    for z, s0, shift, spec in found:
-        if any(abs(np.log(s0 / o[1])) < 0.01 for o in out):
+    for _, _, s0 in scored:
+        if any(abs(np.log(s0 / o[1])) < 0.03 for o in out):
             continue
-        best = (z, s0, shift, spec)
-        for s in s0 * np.array([0.9925, 0.995, 0.9975, 1.0025, 1.005, 1.0075]):
-            spec = _fold_spectrum(acc.sum, float(s))
-            z, shift = _sync_peak(spec)
-            if z > best[0]:
-                best = (z, float(s), shift, spec)
-        out.append(best)
-        if len(out) >= top:
+        ks = np.arange(-3, 4)
+        local = [_sync_score(xt, float(s0 * (1 + 0.0025 * k))) for k in ks]
+        r = np.array([t[0] for t in local])
+        i = int(np.clip(np.argmax(r), 1, len(ks) - 2))
+        den = r[i - 1] - 2 * r[i] + r[i + 1]
+        k = ks[i] + (0.5 * (r[i - 1] - r[i + 1]) / den if den < 0 else 0.0)
+        best = int(np.argmax(r))
+        out.append((float(r[best]), float(s0 * (1 + 0.0025 * k)), local[best][1]))
+        if len(out) == TOP_PEAKS:
             break
     return out
 
 
-Z_CLEAR = 8.0  # a native-scale sync peak this clear skips the scale search
-REFINE_FRAMES = 40  # frames (spread over the clip) used by the data-aided geometry refinement
-SEARCH_PEAKS = 8  # sync peaks (distinct scales) whose 4 data offsets start the data-aided search
+# --- detection: the bit-free lattice score (stills) -------------------------------------------
 
 
-def _candidates(scale: float, shift: tuple[int, int]) -> list[tuple[float, tuple[int, int]]]:
-    """Data-grid offsets consistent with a sync peak: the sync gives the offset modulo TILE and the data
-    period is 2·TILE, so 4 offsets (original reference coordinate u ↦ plane coordinate (u - off)/scale)."""
-    oy, ox = (-shift[0]) % TILE, (-shift[1]) % TILE
-    return [(scale, (oy + ay, ox + ax)) for ay in (0, TILE) for ax in (0, TILE)]
+# --- detection: the bit-free lattice score over all shifts ------------------------------------
 
 
-def _geometry(acc: Accumulator) -> tuple[float, float, tuple[int, int]]:
-    """Sync peaks give scale and offset modulo TILE; the data grid (period 2·TILE) then picks the offset
-    ambiguity and refines scale/offset by maximising how well the summed QIM decisions fit the nearest
-    code word (``_code_fit``) — a CRC-free metric, so the search adds no CRC trials."""
+@functools.lru_cache(maxsize=4)
+def _lattice_kernels(factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flipped FFTs of the keyed doubled-phase kernels (PATTERNS, P, P) and of the cell grid (P, P),
+    P = PERIOD/factor: what ``_lattice_scores`` multiplies the folded phasors' FFTs with."""
+    from scipy import fft
+
+    p, c = PERIOD // factor, CELL // factor
+    d = layout().dither.reshape(GRID, GRID, PATTERNS)
+    kern = np.zeros((PATTERNS, p, p), dtype=np.complex64)
+    kern[:, ::c, ::c] = np.exp(-4j * np.pi * d / STEP).transpose(2, 0, 1)
+    grid = np.zeros((p, p), dtype=np.float32)
+    grid[::c, ::c] = 1.0
+    # r(o) = Σ_t a(t) b(t + o) = IFFT(FFT(a)(-ω) · FFT(b)(ω)); with b's spectrum flipped instead:
+    # r(-o) = IFFT(FFT(a) · FFT(b)(-ω)), so the caller flips the result back.
+    flip = lambda x: np.roll(x[..., ::-1, ::-1], 1, axis=(-2, -1))  # noqa: E731  X(ω) → X(-ω)
+    return flip(fft.fft2(kern, axes=(-2, -1))), flip(fft.fft2(grid))
+
+
+def _unflip(r: np.ndarray) -> np.ndarray:
+    """r(-o) → r(o) on a periodic grid."""
+    return np.roll(r[::-1, ::-1], 1, axis=(0, 1))
+
+
+@functools.lru_cache(maxsize=4)
+def _bump_filter(factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """One sin² bump (at 1/factor resolution) and the per-pattern normalisation of _axes()."""
+    t = (np.arange(SUB) + 0.5) / SUB
+    bump = (np.sin(np.pi * t) ** 2).reshape(SUB // factor, factor).mean(axis=1).astype(np.float32)
+    c = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
+    full = np.stack([np.concatenate([ci * np.sin(np.pi * t) ** 2 for ci in row]) for row in c])
+    return bump, (1.0 / np.sqrt((full**2).mean(axis=1))).astype(np.float32)
+
+
+_C3 = ((1.0, 1.0, 1.0), (1.0, 0.0, -1.0), (1.0, -2.0, 1.0))
+
+
+def _feature_maps(plane: np.ndarray, factor: int = 1) -> np.ndarray:
+    """(PATTERNS, vh, vw): the pattern coefficients of a cell anchored at every pixel of a rescaled plane
+    reduced by ``factor`` (separable: one bump filter per axis, then shifted sums over the 3 bumps)."""
     import cv2
 
-    peaks = _sync_peaks(acc, top=SEARCH_PEAKS)  # the sync may be weak: several peaks are starts
-    z = peaks[0][0]
-    step = max(1, len(acc.cb) // REFINE_FRAMES)
-    iis = [cv2.integral(cb.astype(np.float32), sdepth=cv2.CV_64F) for cb in acc.cb[::step]]
-    shape = acc.cb[0].shape
-    cache: dict = {}
-
-    def metric(s: float, off: tuple[int, int]) -> float:
-        key = (round(s, 5), off[0] % PERIOD, off[1] % PERIOD)
-        if key not in cache:
-            cache[key] = _code_fit(_soft_sum(iis, shape, s, (key[1], key[2])))
-        return cache[key]
-
-    starts = [(1.0, (0, 0))]
-    for _, s, shift, _ in peaks:
-        starts += _candidates(s, shift)[:4]
-    finals = []
-    for s, off in sorted(starts, key=lambda g: -metric(*g))[:3]:
-        for _ in range(30):
-            moves = [(s * f, off) for f in (0.996, 1.004)]
-            moves += [(s, (off[0] + dy, off[1] + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-            nxt = max(moves, key=lambda g: metric(*g))
-            if metric(*nxt) <= metric(s, off):
-                break
-            s, off = nxt
-        finals.append((s, off))
-    s, off = max(finals, key=lambda g: metric(*g))
-    return z, s, (off[0] % PERIOD, off[1] % PERIOD)
+    sub = SUB // factor
+    c = 3 * sub
+    bump, norm = _bump_filter(factor)
+    h, w = plane.shape
+    vh, vw = h - c + 1, w - c + 1
+    rows = cv2.filter2D(plane, cv2.CV_32F, bump[None, :], anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+    rs = [rows[:, i * sub: i * sub + vw] for i in range(3)]
+    out = np.empty((PATTERNS, vh, vw), np.float32)
+    for v in range(3):
+        a = _C3[v]
+        comb = np.ascontiguousarray(rs[0] * a[0] + rs[1] * a[1] + rs[2] * a[2] if a[1] else rs[0] * a[0] + rs[2] * a[2])
+        col = cv2.filter2D(comb, cv2.CV_32F, bump[:, None], anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+        cs = [col[i * sub: i * sub + vh] for i in range(3)]
+        for k, (uu, vv) in enumerate(PAIRS):
+            if vv != v:
+                continue
+            b = _C3[uu]
+            m = cs[0] * b[0] + cs[2] * b[2]
+            if b[1]:
+                m += cs[1] * b[1]
+            out[k] = m * (norm[uu] * norm[v] / (c * c))
+    return out
 
 
-def _boxes(shape: tuple[int, int], scale: float, off: tuple[int, int]):
-    """Inner boxes of every visible data block in a reference-scale plane, for geometry (scale, off):
-    original reference coordinate u ↦ plane coordinate (u - off) / scale. Returns (y0, y1, x0, x1, k)."""
-    h, w = shape
+def _lattice_scores(planes: list[np.ndarray], factor: int = 1) -> np.ndarray:
+    """z-score of the bit-free lattice fit at every offset (modulo P = PERIOD/factor) of rescaled planes
+    (already reduced by ``factor``) that share one geometry.
 
-    def axis(n: int, o: int):
-        lo = int(np.floor(o / BLOCK)) - 1
-        hi = int(np.ceil((o + n * scale) / BLOCK)) + 1
-        i = np.arange(lo, hi)
-        a = np.round((i * BLOCK + MARGIN - o) / scale).astype(int)
-        b = np.round((i * BLOCK + BLOCK - MARGIN - o) / scale).astype(int)
-        full = b - a
-        a, b = np.clip(a, 0, n), np.clip(b, 0, n)
-        keep = (b - a) >= np.maximum(0.6 * full, 1)
-        return a[keep], b[keep], (i[keep] % GRID)
+    Per anchor and pattern the single-phase phasors exp(2πi f/STEP) are first summed over the planes
+    (coherent: a feature keeps its bit in every frame), then doubled, which removes the bit:
+    Z² ≈ |Z|² exp(4πi dither/STEP) on a marked cell. score(o) = Σ_cells Re[Z² · conj(keyed phasor)],
+    normalised by sqrt(Σ|Z|⁴/2): ≈ N(0, 1) on unmarked content, whose phases are unrelated to the key."""
+    from scipy import fft
 
-    y0, y1, by = axis(h, off[0])
-    x0, x1, bx = axis(w, off[1])
-    Y0, X0 = np.meshgrid(y0, x0, indexing="ij")
-    Y1, X1 = np.meshgrid(y1, x1, indexing="ij")
-    K = by[:, None] * GRID + bx[None, :]
-    return Y0.ravel(), Y1.ravel(), X0.ravel(), X1.ravel(), K.ravel()
+    p, c = PERIOD // factor, CELL // factor
+    h, w = planes[0].shape
+    if h < c or w < c:
+        return np.zeros((p, p))
+    vh, vw = h - c + 1, w - c + 1  # anchors of whole cells
+    z1 = np.zeros((PATTERNS, vh, vw), dtype=np.complex64)
+    for q in planes:
+        ph = _feature_maps(q, factor) * np.float32(2.0 * np.pi / STEP)
+        z1.real += np.cos(ph)
+        z1.imag += np.sin(ph)
+    z2 = z1 * z1
+    ny, nx = -(-vh // p), -(-vw // p)
+    pad = np.zeros((PATTERNS, ny * p, nx * p), dtype=np.complex64)
+    pad[:, :vh, :vw] = z2
+    zf = pad.reshape(PATTERNS, ny, p, nx, p).sum(axis=(1, 3))  # fold modulo the period
+    mag = np.zeros((ny * p, nx * p), dtype=np.float32)
+    mag[:vh, :vw] = (np.abs(z2) ** 2).sum(axis=0)
+    magf = mag.reshape(ny, p, nx, p).sum(axis=(0, 2))
+    fk, fgrid = _lattice_kernels(factor)
+    score = fft.ifft2((fft.fft2(zf, axes=(-2, -1)) * fk).sum(axis=0)).real
+    var = fft.ifft2(fft.fft2(magf) * fgrid).real / 2.0
+    return _unflip(score) / np.sqrt(np.maximum(_unflip(var), 1e-9))
 
 
-def _soft_sum(iis: list[np.ndarray], shape: tuple[int, int], scale: float, off: tuple[int, int]) -> np.ndarray:
-    """Σ over frames (given as integral images) of the per-block soft QIM decisions at one geometry."""
-    lay = layout()
-    y0, y1, x0, x1, k = _boxes(shape, scale, off)
-    total = np.zeros(N_FEATURES)
-    if k.size == 0:
-        return total
-    area = (y1 - y0) * (x1 - x0)
-    dither = lay.dither[k]
-    count = np.maximum(np.bincount(k, minlength=N_FEATURES), 1)
-    for ii in iis:
-        mean = (ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]) / area
-        total += np.bincount(k, weights=np.cos(2.0 * np.pi * (mean - dither) / STEP), minlength=N_FEATURES)
-    return total / count
+def _lattice_peaks(plane: np.ndarray) -> list[tuple[float, float, tuple[int, int]]]:
+    """Exhaustive bit-free search on one plane (a still, or the temporal mean of a static video): every
+    scale of LATTICE_SCALES, all shifts at once. Returns the TOP_PEAKS best [(z, scale, offset)] at
+    distinct scales, best first. (Half resolution is not enough: host detail lost in the reduction moves
+    the features by more than the doubled phase tolerates.)"""
+    found = []
+    for s in LATTICE_SCALES:
+        z = _lattice_scores([_rescaled(plane, s)])
+        k = int(np.argmax(z))
+        found.append((float(z.flat[k]), s, (k // z.shape[1], k % z.shape[1])))
+    found.sort(key=lambda t: -t[0])
+    picked: list = []
+    for z, s, off in found:
+        if all(abs(np.log(s / q[1])) > 0.012 for q in picked):
+            picked.append((z, s, off))
+        if len(picked) == TOP_PEAKS:
+            break
+    return picked
+
+
+LATTICE_SCALES = tuple(float(s) for s in np.round(np.exp(np.arange(np.log(0.70), np.log(1.085), 0.005)), 4))
+
+
+# --- detection: geometry, decoding, decision --------------------------------------------------
 
 
 def _llr(soft: np.ndarray) -> np.ndarray:
     lay = layout()
     s = soft * (1.0 - 2.0 * lay.scramble)  # descramble: positive = coded bit 0
-    return np.bincount(lay.slot, weights=s, minlength=ecc.RATE * (MESSAGE_BITS + ecc.TAIL))
+    return np.bincount(lay.slot, weights=s, minlength=N_CODED)
 
 
 def _code_fit(soft: np.ndarray) -> float:
-    """Σ llr·(nearest code word) / Σ |llr| ∈ [-1, 1]: ≈ 0.5 on noise, → 1 on a clean mark."""
+    """Σ llr·(nearest code word) / Σ |llr| ∈ [-1, 1]: ≈ 0.75-0.85 on unmarked content, → 1 on a clean mark."""
     llr = _llr(soft)
     total = float(np.abs(llr).sum())
-    if total == 0:
+    if np.count_nonzero(llr) < MIN_SEEN * N_CODED:  # a geometry that sees few features fits anything
         return 0.0
     _, metric = ecc.viterbi(llr / total, MESSAGE_BITS)
     return metric
 
 
+MIN_SEEN = 0.75  # share of the coded bits a geometry must see to be ranked by its code fit
+
+
 def _decode_soft(soft: np.ndarray) -> tuple[np.ndarray, bool, float]:
     """Summed feature soft values → (message bits, CRC ok, agreement of the re-encoded code word)."""
     llr = _llr(soft)
-    scale = np.abs(llr).mean()
-    bits, _ = ecc.viterbi(llr / max(scale, 1e-12), MESSAGE_BITS)
+    bits, _ = ecc.viterbi(llr / max(np.abs(llr).mean(), 1e-12), MESSAGE_BITS)
     ok = bool(np.array_equal(checksum(bits[:PAYLOAD_BITS]), bits[PAYLOAD_BITS:]))
     code = ecc.conv_encode(bits)
     seen = llr != 0
@@ -496,38 +616,95 @@ def _decode_soft(soft: np.ndarray) -> tuple[np.ndarray, bool, float]:
     return bits, ok, agree
 
 
-N_CRC_TESTS = 2  # geometries whose decode is CRC-checked per file: untouched, and the search's best
+def _best_near(planes: list[np.ndarray], scales, off0: tuple[int, int]) -> tuple[float, float, tuple[int, int]]:
+    """Best (coherent lattice z, scale, offset) over ``scales`` and offsets within ±REFINE_PX of ``off0``."""
+    best = (-np.inf, 1.0, off0)
+    d = np.arange(-REFINE_PX, REFINE_PX + 1)
+    for s in scales:
+        z = _lattice_scores([_rescaled(p, float(s)) for p in planes])
+        win = z[np.ix_((off0[0] + d) % PERIOD, (off0[1] + d) % PERIOD)]
+        k = int(np.argmax(win))
+        if win.flat[k] > best[0]:
+            best = (float(win.flat[k]), float(s), (int(off0[0] + d[k // d.size]) % PERIOD,
+                                                   int(off0[1] + d[k % d.size]) % PERIOD))
+    return best
+
+
+def _refine(planes: list[np.ndarray], s0: float, off0: tuple[int, int]) -> tuple[float, float, tuple[int, int]]:
+    """Pin a candidate down to what the data needs (≈ 0.2 % in scale, 1 px): the coherent lattice score
+    over ±2 % of scale in 0.4 % steps on half the frames (the sync's scale is only good to ~2 % on a small
+    frame), then ±0.2 % around the best on all of them."""
+    _, s1, off1 = _best_near(planes[::2], s0 * (1.0 + 0.004 * np.arange(-5, 6)), off0)
+    return _best_near(planes, s1 * np.array([0.998, 1.0, 1.002]), off1)
+
+
+def _geometry(acc: Accumulator) -> tuple[float, float, tuple[int, int], float]:
+    """(z, scale, offset, gain): candidates from the breathing sync (videos) and the lattice search on the
+    temporal mean (stills, static videos), refined by the coherent lattice score; the final offset (±1 px
+    around the best refined candidate and around the raw sync peak) and the contrast gain are chosen by how
+    well the summed soft decisions fit a code word — a CRC-free choice, so the search adds no CRC trial."""
+    step = max(1, acc.frames // REFINE_FRAMES)
+    planes = acc.planes[::step][:REFINE_FRAMES]
+    starts, cands = [], []
+    if acc.frames >= MIN_SYNC_FRAMES:
+        for z0, s0, off0 in _sync_peaks(acc)[:SYNC_CANDIDATES]:
+            starts.append((z0, s0, off0))
+            cands.append(_refine(planes, s0, off0))
+    # a still, or a static video (x264 skips the static blocks: the template stops breathing, but the
+    # temporal mean then keeps every feature on its lattice)
+    if acc.frames < MIN_SYNC_FRAMES or (max(c[0] for c in cands) < Z_SYNC_OK and acc.motion() < STATIC_MOTION):
+        cands += [_refine(planes, s0, off0) for _, s0, off0 in _lattice_peaks(acc.mean())[:LATTICE_CANDIDATES]]
+    z = max(c[0] for c in cands)
+    best = (-np.inf, 1.0, (0, 0))
+    for _, s, off0 in sorted(cands, key=lambda c: -c[0])[:1] + starts:  # the best refined, the raw sync peak
+        scaled = [_rescaled(p, s) for p in planes]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                off = ((off0[0] + dy) % PERIOD, (off0[1] + dx) % PERIOD)
+                fit = _code_fit(_soft_sum([_features_at(q, off) for q in scaled]))
+                if fit > best[0]:
+                    best = (fit, s, off)
+    _, s, off = best
+    feats = _frame_features(planes, s, off)
+    gain = max(GAINS, key=lambda g: _code_fit(_soft_sum(feats, g)))
+    return z, s, off, gain
+
+
+Z_SYNC_OK = 6.0  # refined lattice z of a sync candidate above which the lattice search is skipped
+STATIC_MOTION = 2.0  # mean |frame - temporal mean| (luma levels) below which a video counts as static
+REFINE_PX = 3  # offset window (reference px) around a sync candidate searched by the lattice score
+SYNC_CANDIDATES = 1  # sync peaks refined
+MIN_SYNC_FRAMES = 8  # fewer frames than this: no sync search (a still, or nearly)
+LATTICE_CANDIDATES = 2  # peaks of the lattice search on the temporal mean refined
 
 
 def _decide(acc: Accumulator) -> WatermarkResult:
-    import cv2
-
     if acc.sum is None:
         return WatermarkResult(False, None, 0.5, 0.0, False, 1.0, (0, 0), 0)
-    z, s_best, off_best = _geometry(acc)
-    ok = False
-    for s, off in dict.fromkeys([(1.0, (0, 0)), (s_best, off_best)]):  # ≤ N_CRC_TESTS decodes per file
-        iis = (cv2.integral(cb.astype(np.float32), sdepth=cv2.CV_64F) for cb in acc.cb)
-        bits, ok, agree = _decode_soft(_soft_sum(iis, acc.cb[0].shape, s, off))
-        if ok:
-            break
-    found = ok and z >= Z_THRESHOLD
+    # 1st CRC test: the untouched geometry (a file as th wrote it, or re-encoded without crop or resize)
+    s, off, gain, z = 1.0, (0, 0), 1.0, 0.0
+    bits, ok, agree = _decode_soft(_soft_sum(_frame_features(acc.planes, s, off)))
+    if not ok:  # 2nd and last CRC test: the search's best geometry and gain
+        z, s2, off2, gain2 = _geometry(acc)
+        if (s2, off2, gain2) != (s, off, gain):
+            s, off, gain = s2, off2, gain2
+            bits, ok, agree = _decode_soft(_soft_sum(_frame_features(acc.planes, s, off), gain))
     return WatermarkResult(
-        found=found,
-        payload=bits_to_payload(bits) if found else None,
+        found=ok,
+        payload=bits_to_payload(bits) if ok else None,
         bit_accuracy=agree,
         sync_z=z,
         crc_ok=ok,
         scale=s,
-        shift=off,
+        shift=(int(off[0]) % PERIOD, int(off[1]) % PERIOD),
         frames=acc.frames,
     )
 
 
 def detect(frames: Iterable[np.ndarray], max_frames: int = 250) -> WatermarkResult:
-    """Vote over frames that share one geometry (a video; at most ``max_frames``): the sum of all Cr
-    residuals gives scale and offset, then soft QIM decisions of every frame are summed per block at
-    each candidate geometry and decoded; the first CRC-valid, most consistent candidate wins."""
+    """Vote over frames that share one geometry (a video; at most ``max_frames``): soft QIM decisions of
+    every frame are summed per feature and decoded at the untouched geometry, then, if its CRC fails, at
+    the geometry the sync (or, for stills, the lattice search) and the code fit agree on."""
     acc = Accumulator()
     for rgb in frames:
         acc.add(rgb)
@@ -539,13 +716,12 @@ def detect(frames: Iterable[np.ndarray], max_frames: int = 250) -> WatermarkResu
 def extract_bits(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Payload bits decoded from one frame (whatever the CRC says) and per-bit soft scores (positive = 1):
     the re-encoded code word's agreement with the frame, signed by each bit."""
-    import cv2
-
     acc = Accumulator()
     acc.add(rgb)
-    _, s, off = _geometry(acc)
-    ii = cv2.integral(acc.cb[0].astype(np.float32), sdepth=cv2.CV_64F)
-    bits, _, agree = _decode_soft(_soft_sum([ii], acc.cb[0].shape, s, off))
+    bits, ok, agree = _decode_soft(_soft_sum(_frame_features(acc.planes, 1.0, (0, 0))))
+    if not ok:
+        _, s, off, gain = _geometry(acc)
+        bits, _, agree = _decode_soft(_soft_sum(_frame_features(acc.planes, s, off), gain))
     return bits[:PAYLOAD_BITS], (2.0 * bits[:PAYLOAD_BITS] - 1.0) * agree
 
 

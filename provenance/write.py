@@ -83,7 +83,7 @@ def write_video(
     with atomic_path(dest, force=force) as tmp, _scratch(dest) as raw:
         with VideoWriter(raw, fps, (w, h), audio_from=audio_from) as writer:
             for rgb in _chain(first, it):
-                writer.write(watermark.embed(rgb, bits))
+                writer.write(watermark.embed(rgb, bits, frame_index=n))  # frame_index: the breathing sync
                 n += 1
         definition = manifest.manifest_definition(facts, payload, dest.name)
         manifest.sign_file(raw, tmp, definition, identity, manifest.mime_for(dest))
