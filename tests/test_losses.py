@@ -103,3 +103,32 @@ def test_vgg_loader_natural_order_and_errors(tmp_path) -> None:
         net.load_weights(tmp_path / "missing.safetensors")
     feats = net(torch.zeros(1, 3, 32, 32))
     assert len(feats) == 5
+
+
+def test_vgg_loader_reads_a_real_torchvision_vgg19(tmp_path) -> None:
+    """A full torchvision VGG19 state dict (random init, weights=None: nothing downloaded), classifier
+    included: our relu*_1 taps equal torchvision's own features on the same Caffe-preprocessed input."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tv = torchvision.models.vgg19(weights=None).eval()
+    path = tmp_path / "vgg19.safetensors"
+    save_file({k: v.contiguous() for k, v in tv.state_dict().items()}, str(path))
+    net = L.CaffeVGG(L._VGG19_CFG, L._TAPS19, L.VGG19_MEAN_BGR)
+    net.load_weights(path)
+    x = torch.rand(1, 3, 48, 48) * 2 - 1
+    ours = net(x)
+    ref, h, n_conv = [], L.caffe_preprocess(x, L.VGG19_MEAN_BGR), -1
+    with torch.no_grad():
+        for layer in tv.features:
+            h = layer(h)
+            if isinstance(layer, torch.nn.Conv2d):
+                n_conv += 1
+            elif isinstance(layer, torch.nn.ReLU) and n_conv in L._TAPS19:
+                ref.append(h.clone())
+                if n_conv == L._TAPS19[-1]:
+                    break
+    assert [o.shape for o in ours] == [r.shape for r in ref] and len(ours) == 5
+    for o, r in zip(ours, ref):
+        assert torch.allclose(o, r, atol=1e-4, rtol=1e-4)
