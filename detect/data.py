@@ -15,7 +15,6 @@ Splits are by identity: no person is in two of train / val (threshold calibratio
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,14 +85,15 @@ def h264_roundtrip(frames: np.ndarray, crf: int, size: int = 256, fps: float = 2
     """Encode crops as an H.264 mp4 at ``size`` px (libx264, yuv420p, CRF ``crf``), decode, return them at
     their original size: what a crop of a re-encoded th output (or of a compressed real video) looks like."""
     from synth.media.video import VideoWriter, iter_frames
+    from synth.media.workdir import anonymous_file, th_home
 
     src = frames.shape[1]
-    with tempfile.TemporaryDirectory(prefix="th-detect-") as tmp:
-        path = Path(tmp) / "clip.mp4"
-        with VideoWriter(path, fps, (size, size), crf=crf) as w:
+    # Generated pixels, unwatermarked: an anonymous file that cannot outlive this process (no name in /tmp).
+    with anonymous_file(th_home() / "h264-roundtrip.mp4") as clip:
+        with VideoWriter(clip.path, fps, (size, size), crf=crf) as w:
             for f in resize_to(frames, size):
                 w.write(f)
-        decoded = np.stack(list(iter_frames(path)))
+        decoded = np.stack(list(iter_frames(clip.path)))
     return resize_to(decoded, src)
 
 

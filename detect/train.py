@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ class TrainConfig:
     finetune_every: int = 12
     finetune_steps: int = 6
     test_crf: int = 28
+    ckpt_every: int = 50
     notes: list[str] = field(default_factory=list)
 
 
@@ -71,9 +73,48 @@ def batch_indices(real: np.ndarray, fake: np.ndarray, batch: int, rng: np.random
     return np.concatenate([rng.choice(real, batch // 2), rng.choice(fake, batch - batch // 2)])
 
 
-def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], None]) -> list[dict[str, float]]:
-    """``cfg.steps`` AdamW steps on the train split (binary cross-entropy on one logit)."""
+STATE_FORMAT = "th-detector-train-state"
+
+
+def _state_key(cfg: TrainConfig, data_key: str) -> str:
+    """What a saved training state must match to be resumed: the config (but not its notes) and the data."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("notes", "ckpt_every")}
+    return hashlib.sha256(json.dumps([fields, data_key], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _save_state(states, step: int, net, opt, history: list[dict[str, float]], key: str) -> None:
+    from synth.train.checkpoint import flatten_optimizer
+
+    tensors = {f"net/{k}": v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    opt_tensors, opt_meta = flatten_optimizer("opt", opt.state_dict())
+    tensors.update(opt_tensors)
+    states.save(step, tensors, {"format": STATE_FORMAT, "step": str(step), "key": key,
+                                "optimizer": json.dumps(opt_meta), "history": json.dumps(history)})
+
+
+def _read_state(path: Path) -> dict:
+    from synth.train.checkpoint import read_tensors, unflatten_optimizer
+
+    tensors, meta = read_tensors(path)
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError("not a detector training state")
+    return {"step": int(meta["step"]), "key": meta["key"], "history": json.loads(meta["history"]),
+            "net": {k[4:]: v for k, v in tensors.items() if k.startswith("net/")},
+            "opt": unflatten_optimizer("opt", tensors, json.loads(meta["optimizer"]))}
+
+
+def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], None],
+        state_dir: Path | None = None, data_key: str = "") -> list[dict[str, float]]:
+    """``cfg.steps`` AdamW steps on the train split (binary cross-entropy on one logit).
+
+    With ``state_dir`` the network and optimiser are checkpointed every ``cfg.ckpt_every`` steps
+    (``synth.train.checkpoint.CheckpointDir``) and a rerun resumes from the newest readable state of the
+    same config and data; batches and augmentation are seeded per step, so a resumed run takes the
+    same steps as an uninterrupted one.
+    """
     import torch
+
+    from synth.train.checkpoint import CheckpointDir
 
     tr = data.split == "train"
     real = np.flatnonzero(tr & (data.label == 0))
@@ -82,9 +123,21 @@ def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], Non
         raise UserError("the train split needs both real and generated frames")
     net = det.net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history = []
+    history: list[dict[str, float]] = []
+    start = 0
+    states = CheckpointDir(state_dir, keep=2) if state_dir is not None else None
+    key = _state_key(cfg, data_key)
+    if states is not None:
+        saved = states.load_latest(_read_state)
+        if saved is not None and saved["key"] != key:
+            log(f"training state in {state_dir} is from another config or data: starting from step 0")
+        elif saved is not None:
+            net.load_state_dict(saved["net"])
+            opt.load_state_dict(saved["opt"])
+            start, history = saved["step"], saved["history"]
+            log(f"resuming from step {start} ({state_dir})")
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         rng = np.random.default_rng([cfg.seed, step])  # per-step reseeding: deterministic from (seed, step)
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         idx = batch_indices(real, fake, cfg.batch, rng)
@@ -103,6 +156,8 @@ def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], Non
             recent = history[-25:]
             log(f"step {step + 1}/{cfg.steps} bce={np.mean([h['bce'] for h in recent]):.4f} "
                 f"acc={np.mean([h['acc'] for h in recent]):.3f} {time.perf_counter() - t0:.0f}s")
+        if states is not None and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+            _save_state(states, step + 1, net, opt, history, key)
     det.net.eval()
     return history
 
@@ -195,7 +250,8 @@ def train(out_dir: Path, cfg: TrainConfig, command: str, force: bool = False,
     spec = DetectorSpec.for_arch(cfg.arch, cfg.input_size)
     det = Detector(spec, build_network(spec))
     t1 = time.perf_counter()
-    history = fit(det, data, cfg, log)
+    state_dir = out_dir / "train-state"
+    history = fit(det, data, cfg, log, state_dir=state_dir, data_key=data_key)
     t_fit = time.perf_counter() - t1
     results = evaluate(det, data, cfg.fpr, cfg.test_crf, cfg.seed)
     det = Detector(DetectorSpec(**{**asdict(spec), "threshold": results["threshold"]}), det.net)
@@ -226,4 +282,5 @@ def train(out_dir: Path, cfg: TrainConfig, command: str, force: bool = False,
         "torch_threads": torch.get_num_threads(),
     }
     atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode(), force=force)
+    shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
     return card

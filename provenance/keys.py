@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synth.errors import UserError
+from synth.media.workdir import th_home
 
 ROOT_YEARS = 30
 SIGNER_YEARS = 25
@@ -47,14 +48,6 @@ class IdentityInfo:
     chain_path: Path
     root_path: Path | None
     encrypted: bool
-
-
-def th_home() -> Path:
-    """th's config folder: $TH_HOME, else $XDG_CONFIG_HOME/th, else ~/.config/th."""
-    if os.environ.get("TH_HOME"):
-        return Path(os.environ["TH_HOME"]).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "th"
 
 
 def keys_dir() -> Path:
@@ -171,10 +164,22 @@ def import_identity(chain_path: Path, key_path: Path, passphrase: str | None = N
     key = _load_key_file(Path(key_path), passphrase, check_mode=False)
     if certs[0].public_key().public_numbers() != key.public_key().public_numbers():
         raise UserError(f"{key_path} does not match the first certificate of {chain_path}")
+    _check_links(certs, chain_path)
     from cryptography.hazmat.primitives import serialization
 
     chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs if c.issuer != c.subject)
     roots = [c for c in certs if c.issuer == c.subject]
+    from provenance.manifest import probe_signer
+
+    plain = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    try:  # C2PA has its own rules for signing certificates: find out now, not at the first output
+        probe_signer(Identity(chain or certs[0].public_bytes(serialization.Encoding.PEM), plain, None))
+    except UserError as e:
+        detail = " ".join(str(e.__cause__.__cause__ or e).split()) if e.__cause__ else str(e)
+        raise UserError(f"{chain_path}: C2PA refuses to sign with this certificate chain ({detail}); it needs a "
+                        "leaf issued by a CA (not self-signed) with digitalSignature key usage, an extended key "
+                        "usage such as emailProtection, and subject/authority key identifiers") from e
     for p in (paths["root.pem"], paths["root.key"]):
         p.unlink(missing_ok=True)
     _write_private(paths["signer.key"], _key_pem(key, passphrase))
@@ -185,12 +190,31 @@ def import_identity(chain_path: Path, key_path: Path, passphrase: str | None = N
     return paths["signer.pem"]
 
 
+def _check_links(certs: list, chain_path: Path) -> None:
+    """Each certificate is issued (and signed) by the next one, and none has expired."""
+    now = dt.datetime.now(dt.timezone.utc)
+    for i, cert in enumerate(certs):
+        if cert.not_valid_after_utc < now:
+            raise UserError(f"{chain_path}: certificate {i + 1} ({cert.subject.rfc4514_string()}) expired on "
+                            f"{cert.not_valid_after_utc:%Y-%m-%d}")
+        if i + 1 < len(certs):
+            try:
+                cert.verify_directly_issued_by(certs[i + 1])
+            except (ValueError, TypeError) as e:
+                raise UserError(f"{chain_path}: certificate {i + 1} is not issued by certificate {i + 2} "
+                                "(a chain is leaf first, each certificate followed by its issuer)") from e
+            except Exception as e:  # cryptography's InvalidSignature
+                raise UserError(f"{chain_path}: certificate {i + 1}'s signature does not verify with "
+                                f"certificate {i + 2}'s key") from e
+
+
 def _check_mode(path: Path) -> None:
     if not path.exists():
         raise UserError(f"signing key {path} is missing; run `th keys init` (or `th keys import`)")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise UserError(f"signing key {path} has mode {mode:04o}, readable by others; run `chmod 600 {path}`")
+        raise UserError(f"signing key {path} has mode {mode:04o}, readable by others; run `chmod 600 {path}` "
+                        "(`th keys show` describes the identity)")
 
 
 def _load_key_file(path: Path, passphrase: str | None, check_mode: bool = True):
@@ -201,18 +225,44 @@ def _load_key_file(path: Path, passphrase: str | None, check_mode: bool = True):
         _check_mode(path)
     elif not path.exists():
         raise UserError(f"{path}: no such key file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"signing key {path} cannot be read ({e.strerror}); fix it, or make a new identity "
+                        "with `th keys init --force`") from e
     try:
         key = serialization.load_pem_private_key(data, password=passphrase.encode() if passphrase else None)
     except TypeError as e:
         if passphrase:
             raise UserError(f"{path}: the key is not encrypted but a passphrase was given") from e
-        raise UserError(f"{path} is passphrase-protected: set ${PASSPHRASE_ENV} (or use --passphrase-env)") from e
+        raise UserError(f"{path} is passphrase-protected: set ${PASSPHRASE_ENV} (or `th keys ... "
+                        "--passphrase-env VAR`)") from e
     except ValueError as e:
-        raise UserError(f"{path}: cannot read the private key (wrong passphrase or not a PEM key)") from e
+        raise UserError(f"{path}: cannot read the private key (wrong passphrase, or not a PEM key); "
+                        f"check ${PASSPHRASE_ENV}, or make a new identity with `th keys init --force`") from e
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise UserError(f"{path}: th signs with ES256 and needs a P-256 EC key")
+        raise UserError(f"{path}: th signs with ES256 and needs a P-256 EC key (see `th keys import`)")
     return key
+
+
+def _load_chain(path: Path, key) -> bytes:
+    """The signer chain (PEM, leaf first), checked: parses, matches ``key``, not expired."""
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+        certs = x509.load_pem_x509_certificates(data)
+    except (OSError, ValueError) as e:
+        raise UserError(f"signer certificate chain {path} is damaged ({e}); run `th keys init --force` "
+                        "or `th keys import`") from e
+    leaf = certs[0]
+    if leaf.public_key().public_numbers() != key.public_key().public_numbers():
+        raise UserError(f"signer certificate {path} does not belong to the signing key; run `th keys init "
+                        "--force` or `th keys import` the matching pair")
+    if leaf.not_valid_after_utc < dt.datetime.now(dt.timezone.utc):
+        raise UserError(f"signer certificate {path} expired on {leaf.not_valid_after_utc:%Y-%m-%d}; run "
+                        "`th keys init --force` or `th keys import` a valid one")
+    return data
 
 
 def has_identity() -> bool:
@@ -229,16 +279,33 @@ def load_identity(passphrase: str | None = None) -> Identity:
     key = _load_key_file(paths["signer.key"], passphrase)
     if not paths["signer.pem"].exists():
         raise UserError(f"signer certificate {paths['signer.pem']} is missing; run `th keys init --force`")
+    chain = _load_chain(paths["signer.pem"], key)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     root = paths["root.pem"] if paths["root.pem"].exists() else None
-    return Identity(chain_pem=paths["signer.pem"].read_bytes(), key_pem=key_pem, root_path=root)
+    return Identity(chain_pem=chain, key_pem=key_pem, root_path=root)
 
 
 def ensure_identity() -> Identity:
-    """The identity the write path signs with: created (unencrypted) on first use."""
-    if not has_identity():
-        create_identity()
+    """The identity the write path signs with: created (unencrypted) on first use — by one process only
+    when several start at once (they wait on a lock in the keys folder, then all load the same one)."""
+    import fcntl
+
+    if has_identity():
+        return load_identity()
+    d = keys_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise UserError(f"cannot create a signing identity in {d} ({e.strerror}); set $TH_HOME to a writable "
+                        "folder or run `th keys import`") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not has_identity():
+            create_identity()
+    finally:
+        os.close(fd)
     return load_identity()
 
 
@@ -257,8 +324,12 @@ def show() -> IdentityInfo:
     if not paths["signer.pem"].exists():
         raise UserError(f"no signing identity in {keys_dir()}; run `th keys init`")
     _check_mode(paths["signer.key"])
-    leaf = x509.load_pem_x509_certificates(paths["signer.pem"].read_bytes())[0]
-    encrypted = b"ENCRYPTED" in paths["signer.key"].read_bytes()
+    try:
+        leaf = x509.load_pem_x509_certificates(paths["signer.pem"].read_bytes())[0]
+        encrypted = b"ENCRYPTED" in paths["signer.key"].read_bytes()
+    except (OSError, ValueError) as e:
+        raise UserError(f"the signing identity in {keys_dir()} is damaged ({e}); run `th keys init --force` "
+                        "or `th keys import`") from e
     return IdentityInfo(
         subject=leaf.subject.rfc4514_string(),
         issuer=leaf.issuer.rfc4514_string(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from provenance.keys import Identity
 
@@ -91,6 +92,12 @@ def mime_for(path: Path) -> str:
 
 def sign_file(source: Path, dest: Path, definition: dict, identity: Identity, mime: str) -> None:
     """Embed a signed manifest: read ``source``, write the signed asset to ``dest`` (different paths)."""
+    with open(source, "rb") as src, open(dest, "w+b") as dst:
+        sign_stream(src, dst, definition, identity, mime)
+
+
+def sign_stream(src: BinaryIO, dst: BinaryIO, definition: dict, identity: Identity, mime: str) -> None:
+    """Embed a signed manifest: read the asset from ``src``, write the signed asset to ``dst`` (seekable)."""
     import c2pa
 
     from synth.errors import UserError
@@ -101,11 +108,31 @@ def sign_file(source: Path, dest: Path, definition: dict, identity: Identity, mi
         signer = c2pa.Signer.from_info(info)
         settings = {"builder": {"thumbnail": {"enabled": False}}}
         with c2pa.Context.from_dict(settings) as ctx, c2pa.Builder(json.dumps(definition), ctx) as builder:
-            with open(source, "rb") as src, open(dest, "w+b") as dst:
-                builder.sign(signer, mime, src, dst)
+            builder.sign(signer, mime, src, dst)
         signer.close()
     except c2pa.C2paError as e:
-        raise UserError(f"C2PA signing failed ({type(e).__name__}: {e}); nothing was written", exit_code=1) from e
+        detail = " ".join(str(e).split())  # C2PA errors span lines; th's errors are one line
+        raise UserError(f"C2PA signing failed ({detail}); nothing was written; check the signing identity "
+                        "with `th keys show`", exit_code=1) from e
+
+
+def probe_signer(identity: Identity) -> None:
+    """Sign a tiny in-memory PNG: a certificate chain C2PA refuses fails here, before any work."""
+    import io
+
+    import cv2
+    import numpy as np
+
+    from synth.errors import UserError
+
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    definition = manifest_definition(GenerationFacts.current(), "00000000", "probe.png")
+    try:
+        sign_stream(io.BytesIO(png.tobytes()), io.BytesIO(), definition, identity, "image/png")
+    except UserError as e:
+        detail = str(e.__cause__ or e)
+        raise UserError(f"C2PA refuses to sign with this identity ({' '.join(detail.split())}); `th keys show` "
+                        "describes it, `th keys init --force` or `th keys import` replaces it") from e
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,36 @@ def tiny_model(tmp_path_factory, prepared3) -> Path:
     out = run.parent / "tiny.safetensors"
     export_model(run, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
+    """8 frames the bundled generator made of a held-out person (driven by another), written twice: raw
+    (no watermark, no manifest: what another tool could output) and through th's sealing write path.
+    Skips without the shared clips, the bundled generator or the bundled detector's card."""
+    import cv2
+    import torch
+
+    from detect.data import generate_fakes
+    from provenance.manifest import GenerationFacts
+    from provenance.write import write_video
+    from synth.avatar.model import TalkingHeadModel
+    from synth.media.video import VideoWriter
+    from tests.test_detect import DRIVER_CLIP, REAL_CLIP, clip_crops, generator_path
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    net = TalkingHeadModel.load(generator_path())
+    real, real_lm = clip_crops(REAL_CLIP, 8, 256)
+    _, drv_lm = clip_crops(DRIVER_CLIP, 8, 256)
+    fake, _ = generate_fakes(net, real, real_lm, drv_lm, k_shot=4, steps=0, seed=0)
+    torch.set_num_threads(n)
+    frames = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in fake]
+    d = tmp_path_factory.mktemp("generated")
+    with VideoWriter(d / "raw.mp4", 25, (256, 256)) as w:  # test data: deliberately outside the write path
+        for f in frames:
+            w.write(f)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TH_HOME", str(tmp_path_factory.mktemp("generated_home")))
+        write_video(frames, d / "th.mp4", 25, GenerationFacts.current())
+    return d / "raw.mp4", d / "th.mp4"

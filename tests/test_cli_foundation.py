@@ -90,10 +90,10 @@ def bad_inputs(tmp_path, astronaut):
         "notes.txt": "not an image or video",
         "fake.png": "not a readable image",
         "empty.mp4": "empty",
-        "truncated.mp4": "",
+        "truncated.mp4": "not a readable video",
         "garbage.mp4": "not a readable video",
         "blank.png": "no face",
-        "tiny_face.png": "",
+        "tiny_face.png": "no face found",
     }
 
 
@@ -144,11 +144,49 @@ def test_prepare_three_clips_then_resume(tmp_path, prepared3):
     assert len(index2["clips"]) == 3
 
 
+def test_prepare_filters_keep_hold_outs_out_of_the_index(tmp_path, prepared3):
+    """--exclude-identity and --license decide what the index offers to training, also when shards of the
+    filtered clips exist from an earlier run without the filters: a hold-out identity never comes back."""
+    import shutil
+
+    index = json.loads((prepared3 / "index.json").read_text())
+    assert {c["identity"] for c in index["clips"]} == {"aaron_rodgers", "alexandria_ocasio_cortez", "barack_obama"}
+    out = tmp_path / "prep"
+    shutil.copytree(prepared3, out)  # all three shards already made
+    src = tmp_path / "src"
+    src.mkdir()
+    for c in index["clips"]:
+        (src / c["clip"]).symlink_to(SHARED / "clips" / c["clip"])
+    licence = {"aaron_rodgers": "GPL-3.0", "alexandria_ocasio_cortez": "Apache-2.0", "barack_obama": "CC BY-NC 4.0"}
+    manifest = tmp_path / "licences.tsv"
+    manifest.write_text("file\tidentity\tlicense\n" + "".join(
+        f"{c['clip']}\t{c['identity']}\t{licence[c['identity']]}\n" for c in index["clips"]))
+    common = ("prepare", src, out, "--frames", "16", "--size", "128", "--manifest", manifest)
+    r = run_th(*common, "--license", "Apache", "--license", "CC")  # CC matches, but NC is dropped
+    assert r.returncode == 0, r.stderr
+    assert "1 already done" in r.stderr and "2 filtered out" in r.stderr
+    kept = json.loads((out / "index.json").read_text())
+    assert [c["identity"] for c in kept["clips"]] == ["alexandria_ocasio_cortez"] and kept["identities"] == ["alexandria_ocasio_cortez"]
+    (tmp_path / "holdout.txt").write_text("# evaluation hold-out\nbarack_obama\n")
+    r = run_th(*common, "--exclude-identity", "aaron_rodgers", "--exclude-identity", f"@{tmp_path / 'holdout.txt'}")
+    assert r.returncode == 0, r.stderr
+    kept = json.loads((out / "index.json").read_text())
+    assert [c["identity"] for c in kept["clips"]] == ["alexandria_ocasio_cortez"]
+    assert len(list((out / "shards").glob("*.tar"))) == 3  # nothing was deleted, only not offered
+    from synth.train.episodes import PreparedData
+
+    assert len(PreparedData(out, 32)) == 1  # what meta-training sees
+    r = run_th(*common, "--exclude-identity", "@" + str(tmp_path / "missing.txt"))
+    assert r.returncode == 2 and "missing.txt: no such file" in r.stderr
+
+
 @pytest.mark.parametrize("args, expect", [
     (["prepare", "/nonexistent/folder", "OUT"], "no such folder"),
-    (["faces"], ""),
+    (["faces"], "Missing argument 'input'"),
+    (["animate", "a.avatar", "talk", "-o", "OUT.mp4", "--size", "64"], "--size must be an even number ≥ 128"),
+    (["verify", "x.png", "--require-trusted"], "--require-trusted needs the roots you trust"),
 ])
 def test_usage_errors(tmp_path, args, expect):
     r = run_th(*[a.replace("OUT", str(tmp_path / "o")) for a in args])
     assert r.returncode == 2
-    assert expect in r.stderr
+    assert expect and expect in r.stderr, r.stderr

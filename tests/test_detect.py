@@ -112,6 +112,15 @@ def test_cli_json_plot_and_image(detector, th, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_exit_code_real_footage_0_th_output_1(detector, th, generated_clips):
+    """The contract scripts rely on: `th detect` exits 0 when nothing is flagged, 1 when a file is."""
+    real = th("detect", shared_path(REAL_CLIP), "--max-frames", "8", "--threads", "1")
+    assert real.returncode == 0 and "not flagged" in real.stdout, real.stdout + real.stderr
+    _, th_file = generated_clips
+    fake = th("detect", th_file, "--max-frames", "8", "--threads", "1")
+    assert fake.returncode == 1 and "LIKELY SYNTHETIC" in fake.stdout, fake.stdout + fake.stderr
+
+
 @pytest.mark.parametrize("case", ["missing", "text", "plot-suffix"])
 def test_cli_bad_inputs_one_line(th, tmp_path, case):
     bad = tmp_path / "notes.mp4"

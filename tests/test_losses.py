@@ -138,3 +138,31 @@ def test_identity_loss(astronaut) -> None:
     assert all(p.grad is None for p in loss.parameters())  # the face network stays frozen
     with pytest.raises(ValueError):
         loss(fake, real, torch.cat([lm, lm]))
+
+def test_vgg_loader_reads_a_real_torchvision_vgg19(tmp_path) -> None:
+    """A full torchvision VGG19 state dict (random init, weights=None: nothing downloaded), classifier
+    included: our relu*_1 taps equal torchvision's own features on the same Caffe-preprocessed input."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tv = torchvision.models.vgg19(weights=None).eval()
+    path = tmp_path / "vgg19.safetensors"
+    save_file({k: v.contiguous() for k, v in tv.state_dict().items()}, str(path))
+    net = L.CaffeVGG(L._VGG19_CFG, L._TAPS19, L.VGG19_MEAN_BGR)
+    net.load_weights(path)
+    x = torch.rand(1, 3, 48, 48) * 2 - 1
+    ours = net(x)
+    ref, h, n_conv = [], L.caffe_preprocess(x, L.VGG19_MEAN_BGR), -1
+    with torch.no_grad():
+        for layer in tv.features:
+            h = layer(h)
+            if isinstance(layer, torch.nn.Conv2d):
+                n_conv += 1
+            elif isinstance(layer, torch.nn.ReLU) and n_conv in L._TAPS19:
+                ref.append(h.clone())
+                if n_conv == L._TAPS19[-1]:
+                    break
+    assert [o.shape for o in ours] == [r.shape for r in ref] and len(ours) == 5
+    for o, r in zip(ours, ref):
+        assert torch.allclose(o, r, atol=1e-4, rtol=1e-4)

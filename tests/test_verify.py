@@ -125,3 +125,108 @@ def test_unreadable_inputs_exit_2_one_line(home, tmp_path, capsys, content):
 def test_missing_file_exit_2(home, tmp_path, capsys):
     code, _, err = _cli([str(tmp_path / "nope.mp4")], capsys)
     assert code == 2 and "no such file" in err
+
+
+# --- verdicts that cannot be fooled (issue #18) ---------------------------------------------------------
+
+def _still(seed: int = 0) -> np.ndarray:
+    """A 256 px crop of a real photo (texture for the watermark; no shared data needed)."""
+    from skimage import data
+
+    return data.astronaut()[40 + seed:296 + seed, 150:406].copy()
+
+
+def _signed_png(dest: Path, home: Path | None = None) -> Path:
+    """A th-signed PNG; with ``home``, signed by the identity of that other $TH_HOME (untrusted here)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if home is not None:
+            mp.setenv("TH_HOME", str(home))
+        write_image(_still(), dest, GenerationFacts.current())
+    return dest
+
+
+def test_untrusted_signer_is_signed_untrusted_exit_7(tmp_path, capsys):
+    from provenance import keys
+
+    png = _signed_png(tmp_path / "theirs.png", home=tmp_path / "their_home")
+    code, out, _ = _cli([str(png), "--json"], capsys)
+    d = json.loads(out)
+    assert code == 7 and d["verdict"] == "signed-untrusted" and d["c2pa"]["state"] == "Valid", d
+    assert "not trusted" in d["verdict_text"] and d["watermark"]["matches_manifest"] is True
+    code, out, _ = _cli([str(png), "--trust", str(tmp_path / "their_home" / "keys" / "root.pem")], capsys)
+    assert code == 0 and "signed-untrusted" not in out and "signer trusted" in out
+    keys.ensure_identity()  # a local identity of our own changes nothing: their signer is still not ours
+    assert _cli([str(png)], capsys)[0] == 7
+
+
+def test_require_trusted_trusts_only_the_named_roots(tmp_path, capsys):
+    from provenance import keys
+
+    png = _signed_png(tmp_path / "mine.png")  # signed by this machine's own local identity
+    assert _cli([str(png)], capsys)[0] == 0  # this machine's root is trusted by default
+    code, _, err = _cli([str(png), "--require-trusted"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--trust ROOT.pem" in err
+    other = tmp_path / "other_home"
+    _signed_png(tmp_path / "other.png", home=other)
+    code, out, _ = _cli([str(png), "--json", "--require-trusted", "--trust", str(other / "keys" / "root.pem")], capsys)
+    assert code == 7 and json.loads(out)["verdict"] == "signed-untrusted"  # our own root is not implied
+    assert _cli([str(png), "--require-trusted", "--trust", str(keys.local_root())], capsys)[0] == 0
+
+
+def test_signed_file_without_watermark_is_not_consistent_exit_8(tmp_path, capsys):
+    import cv2
+
+    from provenance import keys, manifest
+
+    raw, dest = tmp_path / "raw.png", tmp_path / "unmarked.png"
+    cv2.imwrite(str(raw), cv2.cvtColor(_still(), cv2.COLOR_RGB2BGR))  # never watermarked
+    definition = manifest.manifest_definition(GenerationFacts.current(), "0badf00d", dest.name)
+    manifest.sign_file(raw, dest, definition, keys.ensure_identity(), "image/png")
+    code, out, _ = _cli([str(dest), "--json"], capsys)
+    d = json.loads(out)
+    assert code == 8 and d["verdict"] == "signed-no-watermark" and d["c2pa"]["state"] == "Trusted", d
+    assert d["watermark"]["found"] is False and d["watermark"]["expected"] == "0badf00d"
+    assert "no th watermark" in d["verdict_text"] and "consistent" not in d["verdict_text"]
+    code, out, _ = _cli([str(dest)], capsys)
+    assert code == 8 and "consistent" not in out and "no th watermark" in out
+
+
+def test_one_unreadable_file_among_several_is_reported_and_the_rest_verified(tmp_path, capsys):
+    import cv2
+
+    from provenance import keys, manifest
+    from provenance import watermark as wm
+
+    good = _signed_png(tmp_path / "good.png")
+    raw, bad = tmp_path / "raw.png", tmp_path / "bad.png"  # watermark says 12345678, the manifest 0badf00d
+    cv2.imwrite(str(raw), cv2.cvtColor(wm.embed(_still(), wm.payload_to_bits("12345678")), cv2.COLOR_RGB2BGR))
+    definition = manifest.manifest_definition(GenerationFacts.current(), "0badf00d", bad.name)
+    manifest.sign_file(raw, bad, definition, keys.ensure_identity(), "image/png")
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video\n")
+    code, out, err = _cli([str(good), str(broken), str(bad), "--json"], capsys)
+    rows = json.loads(out)
+    assert [r["verdict"] for r in rows] == ["signed", "tampered", "unreadable"] and code == 4  # tampered is worst
+    assert rows[2]["file"] == str(broken) and rows[2]["exit_code"] == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("th: error:") and "broken.mp4" in lines[0]
+    code, out, err = _cli([str(good), str(broken)], capsys)
+    assert code == 2 and "good.png" in out and "signed" in out and "broken.mp4" in err  # unreadable > signed
+
+
+@needs_data
+def test_real_footage_is_no_evidence_exit_5_through_the_cli(capsys):
+    code, out, _ = _cli([str(CLIPS / "EDTalk__pose_source1.mp4"), "--json", "--max-frames", "16"], capsys)
+    d = json.loads(out)
+    assert code == 5 and d["verdict"] == "no-evidence" and d["c2pa"]["state"] == "absent", d
+    assert d["detector"] is None or d["detector"]["synthetic"] is False
+
+
+def test_unmarked_generated_video_is_likely_synthetic_exit_6_through_the_cli(generated_clips, capsys):
+    raw, _ = generated_clips
+    code, out, _ = _cli([str(raw), "--json"], capsys)
+    d = json.loads(out)
+    assert d["c2pa"]["state"] == "absent" and not d["watermark"]["found"]
+    if d["detector"] is None:
+        pytest.skip("no bundled detector weights")
+    assert code == 6 and d["verdict"] == "likely-synthetic" and d["detector"]["synthetic"], d

@@ -48,3 +48,37 @@ def test_iter_frames_streams():
     first = [next(it) for _ in range(3)]
     assert all(f.shape == (256, 256, 3) for f in first)
     assert len(list(iter_frames(src, every=10, max_frames=5))) == 5
+
+
+def test_short_audio_is_padded_with_silence_and_long_audio_cut_to_the_video(tmp_path):
+    """The output's audio lasts exactly as long as its frames (to one AAC frame), whatever the source's."""
+    import subprocess
+    import time
+
+    import av
+
+    from synth.media.video import ffmpeg_exe
+
+    tone = tmp_path / "tone.m4a"  # 1 s of a 440 Hz tone
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=16000:duration=1", "-c:a", "aac", str(tone)], check=True)
+
+    def audio(path):
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            a = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(s)])
+            return a.astype(np.float64), s.codec_context.sample_rate
+
+    for n in (50, 10):  # 2 s of video on 1 s of sound, then 0.4 s
+        out = tmp_path / f"v{n}.mp4"
+        with VideoWriter(out, fps=25, size=(64, 48), audio_from=tone) as w:
+            for i in range(n):
+                w.write(np.full((48, 64, 3), i * 4, np.uint8))
+                time.sleep(0.02)  # frames come slower than the audio file is read, as when rendering
+        a, rate = audio(out)
+        assert probe(out).frames == n
+        assert abs(len(a) / rate - n / 25) < 1024 / rate + 0.01, (n, len(a) / rate)
+        loud = np.sqrt(np.mean(a[int(0.2 * rate):int(0.35 * rate)] ** 2))
+        assert loud > 0.05  # lavfi's sine has amplitude 1/8
+        if n == 50:  # the second after the tone ends is silence
+            assert np.sqrt(np.mean(a[int(1.2 * rate):int(1.9 * rate)] ** 2)) < 1e-3

@@ -36,7 +36,7 @@ def animate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from provenance.manifest import GenerationFacts
-    from provenance.write import write_video
+    from provenance.write import load_signer, write_video
     from synth.avatar.animate import plan_driver, render
     from synth.avatar.avatar_file import Avatar
     from synth.avatar.bundled import model_identity, resolve_model
@@ -52,9 +52,10 @@ def animate(
     console = Console(stderr=True)
     if out.suffix.lower() != ".mp4":
         raise UserError(f"{out}: th animate writes an .mp4")
-    if size < 32 or size % 2:
-        raise UserError("--size must be an even number ≥ 32")
+    if size < 128 or size % 2:
+        raise UserError("--size must be an even number ≥ 128 (smaller frames cannot carry the watermark)")
     check_writable(out, force)
+    identity = load_signer()  # a key that cannot sign fails now, not after the rendering
     set_threads(threads)
     dev = resolve_device(device)
     model_path = resolve_model(model)
@@ -77,7 +78,7 @@ def animate(
                             av.meta.get("consent"), plan.driver_sha256)
     n = len(plan.landmarks)
     with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+                  console=console, disable=not console.is_terminal) as progress:  # no bar in logs
         task = progress.add_task("", total=n)
 
         paste = None
@@ -93,7 +94,8 @@ def animate(
                 yield f
 
         t1 = time.perf_counter()
-        result = write_video(frames(), out, plan.fps, facts, audio_from=plan.audio_from, force=force)
+        result = write_video(frames(), out, plan.fps, facts, audio_from=plan.audio_from, force=force,
+                             identity=identity)
     dt = time.perf_counter() - t1
     print(f"{result.frames} frames ({plan.description}) in {dt:.1f} s = {result.frames / dt:.1f} fps "
           f"(total {time.perf_counter() - t0:.1f} s) → {out} [watermark {result.payload}, C2PA-signed]")

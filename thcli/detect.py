@@ -90,10 +90,13 @@ def train(
         help="Identities held out for the test split, one a line (default: models/dev_identities.txt if present).")] = None,
     fake_frames: Annotated[int, typer.Option(help="Generated frames per clip.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed for splits, data and training.")] = 0,
+    ckpt_every: Annotated[int, typer.Option(help="Save the training state every N steps (a rerun resumes).")] = 50,
     threads: Annotated[int | None, typer.Option(help="torch threads (default TH_THREADS or all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing weights/card in OUT_DIR.")] = False,
 ) -> None:
-    """Build real + generated face crops, train the detector, calibrate at 1 % FPR, write weights + card."""
+    """Build real + generated face crops, train the detector, calibrate at 1 % FPR, write weights + card.
+
+    Killed or interrupted, the same command again reuses the generated data and resumes the training."""
     import json
 
     from detect.train import TrainConfig, default_generators
@@ -108,11 +111,12 @@ def train(
         if not ids_file.is_file():
             raise UserError(f"--test-identities {ids_file}: no such file")
         test_ids = tuple(x.strip() for x in ids_file.read_text().splitlines() if x.strip() and not x.startswith("#"))
-    if steps < 1 or batch < 2:
-        raise UserError("--steps must be ≥ 1 and --batch ≥ 2")
+    if steps < 1 or batch < 2 or ckpt_every < 1:
+        raise UserError("--steps and --ckpt-every must be ≥ 1 and --batch ≥ 2")
     n = set_threads(threads)
     cfg = TrainConfig(prepared=str(real), models=tuple(str(g) for g in gens), arch=arch, input_size=input_size,
-                      steps=steps, batch=batch, seed=seed, test_identities=test_ids, fake_frames=fake_frames)
+                      steps=steps, batch=batch, seed=seed, test_identities=test_ids, fake_frames=fake_frames,
+                      ckpt_every=ckpt_every)
     command = shlex.join(["th", "detect", "train", *sys.argv[sys.argv.index("train") + 1:]]) \
         if "train" in sys.argv else "th detect train"
     card = run_train(out_dir, cfg, command, force=force, log=lambda m: print(f"th detect: {m}", file=sys.stderr, flush=True))

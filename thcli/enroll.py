@@ -32,14 +32,14 @@ def enroll(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from provenance.manifest import GenerationFacts
-    from provenance.write import write_image
+    from provenance.write import load_signer, write_image
     from synth.avatar.bundled import model_identity, resolve_model
     from synth.avatar.enroll import enroll as run_enroll
     from synth.avatar.enroll import load_shots, preview_grid
     from synth.avatar.model import TalkingHeadModel
     from synth.device import resolve_device, set_threads
     from synth.errors import UserError
-    from synth.media.atomic import check_writable
+    from synth.media.atomic import atomic_path, check_writable
 
     console = Console(stderr=True)
     if out.suffix != ".avatar":
@@ -49,6 +49,7 @@ def enroll(
     preview = preview or out.with_suffix(".preview.png")
     check_writable(out, force)
     check_writable(preview, force)
+    identity = load_signer()  # the preview is signed: a key that cannot sign fails now, before any work
     set_threads(threads)
     dev = resolve_device(device)
     model_path = resolve_model(model)
@@ -60,7 +61,8 @@ def enroll(
     if consent is None:
         print("th: no --consent given; the avatar records 'not stated'", file=sys.stderr)
     with Progress(TextColumn("[bold]enroll"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, disable=steps == 0) as progress:
+                  TextColumn("{task.description}"), console=console,
+                  disable=steps == 0 or not console.is_terminal) as progress:  # no bar in logs
         task = progress.add_task("", total=steps)
 
         def tick(step: int, losses: dict[str, float]) -> None:
@@ -68,10 +70,19 @@ def enroll(
             progress.update(task, completed=step, description=shown or "")
 
         avatar = run_enroll(net, model_path, shots, steps, name or out.stem, consent or "not stated", seed, tick)
-    avatar.save(out, force=force)
     model_id, model_sha = model_identity(model_path)
     facts = GenerationFacts.current()
     facts = GenerationFacts(facts.th_version, model_id, model_sha, avatar.avatar_id, avatar.meta["consent"], None)
-    write_image(preview_grid(net, avatar, shots), preview, facts, force=force)
+    # Both files or neither: the avatar is written first but published last, after the signed preview.
+    published: list[Path] = []
+    try:
+        with atomic_path(out, force=force) as tmp:
+            avatar.write_to(tmp)
+            published.append(write_image(preview_grid(net, avatar, shots), preview, facts, force=force,
+                                         identity=identity).path)
+    except BaseException:
+        for p in published:  # the avatar could not be published: take its preview back
+            p.unlink(missing_ok=True)
+        raise
     dt = time.perf_counter() - t0
     print(f"enrolled {avatar.meta['name']} from {len(photos)} shot(s), {steps} steps, {dt:.1f} s → {out} (preview {preview})")

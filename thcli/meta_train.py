@@ -75,10 +75,12 @@ def meta_train(
 
     set_threads(threads)
     dev = resolve_device(device)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes samples
     result = run_meta_train(
         prep, run, cfg, total, dev,
         time_budget_s=time_budget * 60 if time_budget is not None else None,
         force=force, vgg19=vgg19, vggface=vggface, show_progress=not quiet,
+        write_sample=_sample_writer(run, preset) if main_rank else None,
     )
     from synth.train import distributed
 
@@ -87,3 +89,18 @@ def meta_train(
         typer.echo(f"step {result.step}/{total}{why}; checkpoint {result.checkpoint}; "
                    f"{result.images_per_s:.2f} images/s")
     distributed.shutdown()
+
+
+def _sample_writer(run: Path, preset: str):
+    """Sample grids hold generated faces: they go through the sealing write path (watermark + C2PA)."""
+    from provenance.manifest import GenerationFacts
+    from provenance.write import load_signer, write_image
+
+    identity = load_signer()  # a key that cannot sign fails before training, not at the first sample
+    version = GenerationFacts.current().th_version
+
+    def write(path: Path, rgb, step: int) -> None:
+        facts = GenerationFacts(version, model_card_id=f"meta-train {run.name} ({preset} preset) step {step}")
+        write_image(rgb, path, facts, force=True, identity=identity)
+
+    return write

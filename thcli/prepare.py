@@ -50,7 +50,8 @@ def prepare(
     if manifest is not None:
         console.print(f"identities from {manifest}")
     with Progress(TextColumn("[bold]prepare"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console) as progress:
+                  TextColumn("{task.description}"), console=console,
+                  disable=not console.is_terminal) as progress:  # no bar in logs
         task = progress.add_task("", total=total)
 
         def tick(r: dict) -> None:

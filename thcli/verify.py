@@ -13,30 +13,47 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the stable JSON report (docs/PROVENANCE.md).")] = False,
     trust: Annotated[list[Path] | None, typer.Option("--trust", metavar="ROOT.pem",
                                                      help="Also trust this root certificate (repeatable).")] = None,
+    require_trusted: Annotated[bool, typer.Option(
+        "--require-trusted", help="Trust only the roots given with --trust (not this machine's own local root): "
+                                  "exit 0 only for files signed by a signer you named.")] = False,
     max_frames: Annotated[int, typer.Option(help="Frames read for the watermark vote.")] = 250,
 ) -> None:
-    """Was it made by th, is its provenance intact? Exit 0 signed, 3 stripped, 4 tampered,
-    5 no evidence, 6 likely synthetic (the most severe over all files); 2 on usage errors."""
+    """Was it made by th, is its provenance intact? Exit 0 signed (trusted signer), 7 signed by an
+    untrusted signer, 8 signed but no watermark in the pixels, 3 stripped, 4 tampered, 5 no evidence,
+    6 likely synthetic, 2 unreadable or usage error (several files: the most severe)."""
     import json
+    import sys
 
     from detect import verify_evidence
-    from provenance.verify import verify_file, worst
+    from provenance.verify import EXIT_CODES, trust_anchors, verify_file, worst
+    from synth.errors import UserError
 
-    reports = [verify_file(f, trust=trust or [], max_frames=max_frames, detector=verify_evidence) for f in files]
+    if require_trusted and not trust:
+        raise UserError("--require-trusted needs the roots you trust: pass --trust ROOT.pem (repeatable)")
+    anchors = trust_anchors(trust or [], local=not require_trusted)  # a bad --trust file stops the run here
+    reports, errors = [], {}
+    for f in files:
+        try:
+            reports.append(verify_file(f, max_frames=max_frames, detector=verify_evidence, anchors=anchors))
+        except UserError as e:  # one unreadable file is reported; the others are still verified
+            errors[f] = str(e)
+            print(f"th: error: {e}", file=sys.stderr)
+    if not reports:  # nothing could be read: the error lines above are the whole answer
+        raise typer.Exit(EXIT_CODES["unreadable"])
     if json_out:
-        data = [r.to_dict() for r in reports]
+        data = [r.to_dict() for r in reports] + [
+            {"file": str(f), "verdict": "unreadable", "verdict_text": msg, "exit_code": EXIT_CODES["unreadable"]}
+            for f, msg in errors.items()]
         typer.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2, default=str))
     else:
-        _table(reports)
-    raise typer.Exit(reports[0].exit_code if len(reports) == 1 else
-                     next(r.exit_code for r in reports if r.verdict == worst([x.verdict for x in reports])))
+        _table(reports, errors)
+    verdicts = [r.verdict for r in reports] + ["unreadable"] * len(errors)
+    raise typer.Exit(EXIT_CODES[worst(verdicts)])
 
 
-def _table(reports: list) -> None:
+def _table(reports: list, errors: dict[Path, str]) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from provenance.verify import VERDICT_TEXT
 
     table = Table(title="th verify")
     for col in ("file", "C2PA", "watermark", "matches", "detector", "verdict"):
@@ -48,10 +65,12 @@ def _table(reports: list) -> None:
         matches = {True: "yes", False: "NO", None: "-"}[w["matches_manifest"]]
         det = "-" if d["detector"] is None else str(d["detector"].get("score"))
         table.add_row(r.path.name, d["c2pa"]["state"], mark, matches, det, f"[bold]{r.verdict}[/bold]")
+    for f in errors:
+        table.add_row(f.name, "-", "-", "-", "-", "[bold]unreadable[/bold]")
     console = Console()
     console.print(table)
     for r in reports:
-        console.print(f"{r.path.name}: {VERDICT_TEXT[r.verdict]}")
+        console.print(f"{r.path.name}: {r.verdict_text}")
         claims = r.c2pa.claims or {}
         facts = claims.get("th") or {}
         if claims:
@@ -68,3 +87,5 @@ def _table(reports: list) -> None:
             console.print(f"  consent: {facts.get('consent_statement') or '-'}")
         for e in r.c2pa.errors[:5]:
             console.print(f"  c2pa: {e}")
+    for f, msg in errors.items():
+        console.print(f"{f.name}: unreadable ({msg})")

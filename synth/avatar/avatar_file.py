@@ -51,6 +51,12 @@ class Avatar:
         return str(self.meta.get("avatar_id", ""))
 
     def save(self, path: Path | str, force: bool = False) -> None:
+        """Write the avatar file atomically (refusing to replace one without ``force``)."""
+        with atomic_path(path, force=force) as tmp:
+            self.write_to(tmp)
+
+    def write_to(self, path: Path | str) -> None:
+        """Write the avatar to ``path`` as is (``save`` publishes it atomically)."""
         import torch
         from safetensors.torch import save_file
 
@@ -66,8 +72,7 @@ class Avatar:
                 tensors["avatar/photo_jpeg"] = torch.from_numpy(jpg.reshape(-1).copy())
                 tensors["avatar/photo_affine"] = torch.from_numpy(affine.astype(np.float64))
         meta = {"format": AVATAR_FORMAT, "format_version": str(AVATAR_FORMAT_VERSION), "meta": json.dumps(self.meta)}
-        with atomic_path(path, force=force) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
     @staticmethod
     def load(path: Path | str, base_model_sha256: str | None = None) -> Avatar:

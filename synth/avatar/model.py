@@ -26,7 +26,7 @@ from synth.nets.discriminator import Discriminator
 from synth.nets.embedder import Embedder
 from synth.nets.generator import Generator, build_generator
 from synth.train.checkpoint import FORMAT as CKPT_FORMAT
-from synth.train.checkpoint import list_checkpoints, load_checkpoint, read_metadata
+from synth.train.checkpoint import list_checkpoints, load_checkpoint, load_latest, read_metadata
 
 MODEL_FORMAT = "th-model"
 MODEL_FORMAT_VERSION = 1
@@ -99,10 +99,12 @@ class TalkingHeadModel:
         """Load an exported model file, a checkpoint file, or a run folder's latest checkpoint."""
         path = Path(path)
         if path.is_dir():
-            ckpts = list_checkpoints(path)
-            if not ckpts:
+            if not list_checkpoints(path):
                 raise UserError(f"{path} has no checkpoints")
-            path = ckpts[-1]
+            latest = load_latest(path)  # the newest readable one: a damaged newest is skipped with a warning
+            if latest is None:
+                raise UserError(f"{path} has no readable checkpoint")
+            path = latest.path
         if not path.is_file():
             raise UserError(f"model not found: {path}")
         try:

@@ -135,8 +135,10 @@ class VideoWriter:
     """Stream RGB frames into an H.264 (yuv420p) mp4 through an ffmpeg subprocess.
 
     ``audio_from``: a media file whose first audio track is muxed in (AAC), cut or padded with
-    silence to the video's length. Use as a context manager; on an exception the
-    partial file is removed.
+    silence to exactly the video's length. The frames are encoded first and the audio added when
+    their number is known: ffmpeg's ``-shortest`` overshoots by up to a second of audio when frames
+    arrive slower than the audio file is read (measured), so it is not used. Use as a context manager;
+    on an exception the partial file is removed.
     """
 
     def __init__(
@@ -147,8 +149,10 @@ class VideoWriter:
         audio_from: Path | str | None = None,
         crf: int = 18,
         preset: str = "veryfast",
+        label: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.label = label or str(path)  # the name errors give (the destination, not a temp file)
         self.fps = float(fps)
         self.width, self.height = int(size[0]), int(size[1])
         if self.width % 2 or self.height % 2:
@@ -158,28 +162,55 @@ class VideoWriter:
         self.preset = preset
         self.frames_written = 0
         self._proc: subprocess.Popen | None = None
+        self._video_only = None  # an anonymous file holding the frames until the audio is added
 
-    def _argv(self) -> list[str]:
-        argv = [
+    def _argv(self, out: Path) -> list[str]:
+        return [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
             "-framerate", f"{self.fps:.6f}", "-i", "pipe:0",
-        ]
-        has_audio = self.audio_from is not None and probe_has_audio(self.audio_from)
-        if has_audio:
-            # Pad the audio with silence and stop at the video's end: the output always has exactly
-            # the frames written, whatever the audio's length.
-            argv += ["-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0",
-                     "-af", "apad", "-c:a", "aac", "-b:a", "128k", "-shortest"]
-        argv += [
             "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart", "-f", "mp4", str(self.path),
+            "-movflags", "+faststart", "-f", "mp4", str(out),
         ]
-        return argv
+
+    def _add_audio(self) -> None:
+        """Mux the frames with ``audio_from``'s first track, padded with silence and cut to their length."""
+        from synth.media.workdir import fd_of
+
+        assert self._video_only is not None and self.audio_from is not None
+        argv = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(self._video_only.path),
+                "-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad",
+                "-c:a", "aac", "-b:a", "128k", "-t", f"{self.frames_written / self.fps:.6f}",
+                "-movflags", "+faststart", "-f", "mp4", str(self.path)]
+        fds = tuple(fd for fd in (fd_of(self._video_only.path), fd_of(self.path)) if fd is not None)
+        r = subprocess.run(argv, capture_output=True, text=True, pass_fds=fds)
+        if r.returncode != 0:
+            raise self._failure(r.returncode, r.stderr)
 
     def __enter__(self) -> VideoWriter:
-        self._proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        from synth.media.workdir import AnonymousFile, fd_of, th_home
+
+        out = self.path
+        if self.audio_from is not None and probe_has_audio(self.audio_from):
+            self._video_only = AnonymousFile(th_home() / "video-only.mp4")  # closed (freed) in __exit__
+            out = self._video_only.path
+        fd = fd_of(out)  # an anonymous file (synth.media.workdir): ffmpeg inherits its descriptor
+        self._proc = subprocess.Popen(self._argv(out), stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      pass_fds=() if fd is None else (fd,))
         return self
+
+    def _failure(self, rc: int, err: str) -> UserError:
+        """One line saying why ffmpeg could not write (disk full, size limit, ...); exit code 1."""
+        import signal
+
+        from synth.media.workdir import io_reason
+
+        last = err.strip().splitlines()[-1] if err.strip() else ""
+        if rc == -signal.SIGXFSZ:
+            reason = "file size limit reached (ulimit -f)"
+        else:
+            reason = io_reason(RuntimeError(err)) or last or f"ffmpeg exited with status {rc}"
+        return UserError(f"cannot write {self.label}: {reason}; nothing was written", exit_code=1)
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -188,8 +219,8 @@ class VideoWriter:
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
         except BrokenPipeError as e:
-            err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
-            raise RuntimeError(f"ffmpeg stopped while encoding: {err.splitlines()[-1] if err else e}") from e
+            err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            raise self._failure(self._proc.wait(), err) from e
         self.frames_written += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -201,11 +232,27 @@ class VideoWriter:
                 pass
         err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
         rc = self._proc.wait()
+        try:
+            if exc_type is None and rc == 0 and self.frames_written > 0 and self._video_only is not None:
+                self._add_audio()
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            if self._video_only is not None:
+                self._video_only.close()
         if exc_type is not None or rc != 0 or self.frames_written == 0:
-            self.path.unlink(missing_ok=True)
+            self._discard()
             if exc_type is None:
-                msg = err.strip().splitlines()[-1] if err.strip() else "no frames written"
-                raise RuntimeError(f"ffmpeg failed writing {self.path}: {msg}")
+                if self.frames_written == 0:
+                    raise UserError(f"cannot write {self.label}: no frames", exit_code=1)
+                raise self._failure(rc, err)
+
+    def _discard(self) -> None:
+        from synth.media.workdir import fd_of
+
+        if fd_of(self.path) is None:  # an anonymous file is freed by its owner, not unlinked
+            self.path.unlink(missing_ok=True)
 
 
 def probe_has_audio(path: Path | str) -> bool:

@@ -119,8 +119,9 @@ class CaffeVGG(nn.Module):
     def load_weights(self, path: Path) -> None:
         """Load conv weights from a state dict (.safetensors, or a tensor-only .pth/.pt).
 
-        Any naming works (torchvision ``features.N``, Caffe ``conv1_1`` ...): the conv kernels (4-D) and
-        biases are taken in natural key order, which is the network's order in both conventions.
+        Any naming works (torchvision ``features.N``, Caffe ``conv1_1`` ...): the conv kernels (4-D) are
+        taken in natural key order, which is the network's order in both conventions, each with the bias
+        of the same name (``…weight`` → ``…bias``); other tensors (a classifier) are ignored.
         """
         path = Path(path)
         if not path.is_file():
@@ -131,15 +132,22 @@ class CaffeVGG(nn.Module):
             sd = load_file(str(path))
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        keys = sorted(sd, key=_natural_key)
-        kernels = [sd[k] for k in keys if sd[k].ndim == 4]
-        biases = [sd[k] for k in keys if sd[k].ndim == 1 and k.endswith("bias")]
+        # Each conv's bias is the one named like its kernel: a full torchvision dict also holds the
+        # classifier's biases, which sort before "features.*" and must not be taken for conv biases.
+        keys = [k for k in sorted(sd, key=_natural_key) if sd[k].ndim == 4]
         convs = [m for m in self.layers if isinstance(m, nn.Conv2d)]
-        kernels, biases = kernels[: len(convs)], biases[: len(convs)]
-        if len(kernels) < len(convs) or len(biases) < len(convs):
-            raise UserError(f"{path}: expected {len(convs)} conv layers, found {len(kernels)}")
+        if len(keys) < len(convs):
+            raise UserError(f"{path}: expected {len(convs)} conv layers, found {len(keys)}")
+        kernels, biases = [], []
+        for k in keys[: len(convs)]:
+            head, _, tail = k.rpartition("weight")
+            bias_key = f"{head}bias{tail}" if head or tail else ""
+            if bias_key not in sd:
+                raise UserError(f"{path}: conv kernel {k} has no bias {bias_key or '(unnamed)'}")
+            kernels.append(sd[k])
+            biases.append(sd[bias_key])
         for conv, k, b in zip(convs, kernels, biases, strict=True):
-            if k.shape != conv.weight.shape:
+            if k.shape != conv.weight.shape or b.shape != conv.bias.shape:
                 raise UserError(f"{path}: conv weight shape {tuple(k.shape)} != {tuple(conv.weight.shape)}")
             conv.weight.data.copy_(k)
             conv.bias.data.copy_(b)

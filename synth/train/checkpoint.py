@@ -1,18 +1,25 @@
 """Self-describing, atomic training checkpoints: safetensors for tensors, JSON for everything else.
 
-A checkpoint holds the weights of E, G, D and both Adam states (tensors under ``opt_g/…``, ``opt_d/…``;
-scalars and param groups as JSON in the safetensors metadata), the config, the step and a format
-version. Nothing is pickled. Files appear only by atomic rename, so a crash never leaves half a file.
+``CheckpointDir`` is the helper every th trainer uses (meta-training, the detector, and any later one):
+step-numbered ``ckpt-<step>.safetensors`` files in one folder, written atomically (made in th's work
+folder, fsync-ed, then renamed: a kill never leaves half a file), rotated to the newest ``keep``, and
+read back newest first: a checkpoint that cannot be read (truncated by a copy, a full disk or a power
+cut) is skipped with a warning and the previous one is used, so a resume never becomes a crash loop.
+
+A meta-training checkpoint holds the weights of E, G, D and both Adam states (tensors under ``opt_g/…``,
+``opt_d/…``; scalars and param groups as JSON in the safetensors metadata), the config, the step and a
+format version. Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,7 +43,7 @@ class Checkpoint:
     optimizers: dict[str, dict[str, Any]]
 
 
-def _flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
     for idx, st in state["state"].items():
@@ -48,7 +55,7 @@ def _flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, to
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     head = f"{prefix}/state/"
     for name, t in tensors.items():
@@ -65,6 +72,59 @@ def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: di
     return {"state": state, "param_groups": groups}
 
 
+T = TypeVar("T")
+
+
+def _warn(message: str) -> None:
+    print(f"th: warning: {message}", file=sys.stderr, flush=True)
+
+
+class CheckpointDir:
+    """Step-numbered safetensors checkpoints in one folder (see the module docstring)."""
+
+    def __init__(self, folder: Path | str, keep: int = 3) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def paths(self) -> list[Path]:
+        """Checkpoint files, oldest first (only complete ones can exist: writes are atomic)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if _NAME.match(p.name))
+
+    def save(self, step: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+        """Write ``ckpt-<step>.safetensors`` atomically (replacing one of that step); rotate to ``keep``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(".ckpt-*.part*"):  # temp files of th versions that wrote them here
+            stale.unlink(missing_ok=True)
+        dest = self.folder / f"ckpt-{step:08d}.safetensors"
+        with atomic_path(dest, force=True, mode=0o644) as tmp:
+            save_file(tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        old = self.paths()
+        for p in old[:-self.keep] if self.keep > 0 else []:
+            p.unlink(missing_ok=True)
+        return dest
+
+    def load_latest(self, read: Callable[[Path], T]) -> T | None:
+        """``read`` of the newest readable checkpoint, or None when there is none; unreadable newer ones
+        are skipped with a warning (never a crash: the run resumes from the one before)."""
+        for path in reversed(self.paths()):
+            try:
+                return read(path)
+            except FileNotFoundError:
+                continue  # rotated away by another process between listing and reading
+            except Exception as e:  # safetensors, JSON and format errors all mean "cannot resume from this"
+                _warn(f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                      "resuming from the checkpoint before it")
+        return None
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors checkpoint (fails on a truncated or damaged file)."""
+    meta = read_metadata(path)
+    return load_file(str(path)), meta
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -74,15 +134,13 @@ def save_checkpoint(
     keep: int = 3,
 ) -> Path:
     """Write ``RUN/checkpoints/ckpt-<step>.safetensors`` atomically; keep the newest ``keep`` files."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     for name, mod in modules.items():
         for k, v in mod.state_dict().items():
             tensors[f"{name}/{k}"] = v.detach().cpu().contiguous().clone()
     optim_meta = {}
     for name, opt in optimizers.items():
-        t, m = _flatten_optimizer(name, opt.state_dict())
+        t, m = flatten_optimizer(name, opt.state_dict())
         tensors.update(t)
         optim_meta[name] = m
     metadata = {
@@ -92,16 +150,7 @@ def save_checkpoint(
         "config": config.to_json(),
         "optimizers": json.dumps(optim_meta),
     }
-    for stale in ckpt_dir.glob(".ckpt-*.part*"):  # temp files of a run killed mid-write
-        stale.unlink(missing_ok=True)
-    dest = ckpt_dir / f"ckpt-{step:08d}.safetensors"
-    with atomic_path(dest, force=True) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)
-    old = sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))
-    for p in old[:-keep] if keep > 0 else []:
-        p.unlink(missing_ok=True)
-    return dest
+    return CheckpointDir(Path(run_dir) / "checkpoints", keep).save(step, tensors, metadata)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -127,19 +176,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
         if head in ("E", "G", "D"):
             modules.setdefault(head, {})[rest] = t
     optim_meta = json.loads(meta["optimizers"])
-    optimizers = {name: _unflatten_optimizer(name, tensors, m) for name, m in optim_meta.items()}
+    optimizers = {name: unflatten_optimizer(name, tensors, m) for name, m in optim_meta.items()}
     return Checkpoint(path, int(meta["step"]), Config.from_json(meta["config"]), modules, optimizers)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint files of a run, oldest first (only complete ones exist: writes are atomic)."""
-    d = Path(run_dir) / "checkpoints"
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.iterdir() if _NAME.match(p.name))
+    return CheckpointDir(Path(run_dir) / "checkpoints").paths()
 
 
 def load_latest(run_dir: Path) -> Checkpoint | None:
-    """The newest checkpoint of ``run_dir``, or None for a fresh run."""
-    ckpts = list_checkpoints(run_dir)
-    return load_checkpoint(ckpts[-1]) if ckpts else None
+    """The newest readable checkpoint of ``run_dir`` (unreadable newer ones skipped with a warning), or
+    None for a fresh run."""
+    return CheckpointDir(Path(run_dir) / "checkpoints").load_latest(load_checkpoint)

@@ -255,17 +255,10 @@ def sample_grid(landmarks: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
     return ((tiles.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    from synth.media.atomic import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, force=True) as tmp:
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-        if not ok:
-            raise UserError(f"could not encode {path}", exit_code=1)
-        tmp.write_bytes(buf.tobytes())
+SampleWriter = Callable[[Path, np.ndarray, int], None]
+"""Publishes a sample grid: ``write(path, rgb, step)``. The grids hold generated faces, so the CLI passes
+one that goes through the sealing write path (``provenance.write.write_image``): watermarked and
+signed. This layer does not import provenance; without a writer no grid is written."""
 
 
 def _install_stop_handlers(flag: dict[str, bool]) -> dict[int, object]:
@@ -304,11 +297,13 @@ def meta_train(
     vgg19: Path | None = None,
     vggface: Path | None = None,
     show_progress: bool = True,
+    write_sample: SampleWriter | None = None,
 ) -> TrainResult:
     """Meta-train E, G, D until ``steps`` total steps (resuming from RUN's latest checkpoint).
 
-    Rank 0 writes config.json, checkpoints, TensorBoard scalars and sample grids; under torchrun every
-    rank takes its slice of each global batch and gradients are averaged (synth.train.distributed).
+    Rank 0 writes config.json, checkpoints, TensorBoard scalars and sample grids (through
+    ``write_sample``, see ``SampleWriter``); under torchrun every rank takes its slice of each global
+    batch and gradients are averaged (synth.train.distributed).
     """
     info = distributed.init(device.type)
     if device.type == "cuda" and info.world > 1:  # one GPU per local rank
@@ -408,11 +403,11 @@ def meta_train(
                 elif show_progress and (step % (10 * t.log_every) == 0 or step == steps):
                     # Not a terminal (a log file): one plain line every 10 log intervals.
                     print(f"step {step}/{steps} {shown} {ips:.2f} img/s", flush=True)
-            if info.is_main and (step % t.sample_every == 0 or step == steps):
+            if info.is_main and write_sample is not None and (step % t.sample_every == 0 or step == steps):
                 k = frames.shape[1] - 1
-                _write_png(run_dir / "samples" / f"step-{step:08d}.png",
-                           sample_grid(landmarks[:, k], frames[:, k], fake,
-                                       warp=None if warped is None else warped[:, 0]))
+                write_sample(run_dir / "samples" / f"step-{step:08d}.png",
+                             sample_grid(landmarks[:, k], frames[:, k], fake,
+                                         warp=None if warped is None else warped[:, 0]), step)
             over = time_budget_s is not None and time.monotonic() - t0 >= time_budget_s
             by_budget, interrupted = (distributed.any_flag(f, info.world, device) for f in (over, signalled["flag"]))
             if step % t.ckpt_every == 0 or step == steps or by_budget or interrupted:

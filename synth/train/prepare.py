@@ -185,11 +185,10 @@ def prepare(
     jobs = discover(videos, manifest)
     report = PrepareReport()
     todo = []
-    for j in jobs:
-        if j.identity in cfg.exclude_identities:
-            continue
-        if not license_ok(j.license, cfg.licenses):
-            continue
+    # The filters also decide what the index lists: a shard made by an earlier run without them (e.g. of
+    # an evaluation hold-out identity) stays on disk but is never offered to training.
+    kept = [j for j in jobs if j.identity not in cfg.exclude_identities and license_ok(j.license, cfg.licenses)]
+    for j in kept:
         if (out / "shards" / f"{j.key}.tar").exists():
             report.resumed.append(j.key)
             if on_progress:
@@ -209,14 +208,29 @@ def prepare(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("fork"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futs = [pool.submit(_work, a) for a in args]
             for f in as_completed(futs):
                 _record(f.result(), report, on_progress)
-    index = build_index(out, jobs, cfg, report)
+    index = build_index(out, kept, cfg, report)
     atomic_write_bytes(out / "index.json", json.dumps(index, indent=1).encode(), force=True)
     atomic_write_bytes(out / "report.json", json.dumps({"skipped": report.skipped}, indent=1).encode(), force=True)
     return report
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker dies with `th prepare` (even killed with SIGKILL) instead of finishing
+    orphaned clips nobody will index (Linux; elsewhere workers stop when their queue closes)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)
 
 
 def _record(r: dict, report: PrepareReport, on_progress) -> None:
