@@ -4,7 +4,8 @@ A linear (ridge) map from log-mel context to mouth opening is fitted on every *o
 (leave-one-identity-out) and run on the clip; the lag at which its prediction correlates best with
 the tracked opening is the clip's offset. Two passes: the second fit uses the corrected clips. A clip
 is then kept as it is, corrected (shifted by its lag), or dropped when its audio does not follow the
-mouth at any lag (dubbed, music, a voice off camera).
+mouth at any lag (dubbed, music, a voice off camera) or the best lag is at the edge of the ±MAX_LAG
+search (no peak: the offset is unknown).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class SyncRule:
 
 def ridge_features(clip: ClipData) -> np.ndarray:
     """(T, BLOCKS·80) pooled, per-clip mean-normalised log-mel around each frame."""
-    mel = clip.mel - clip.mel.mean(0)
     t = len(clip)
+    mel = clip.mel[: 4 * t] - clip.mel[: 4 * t].mean(0)
     half = BLOCKS * POOL // 2
     padded = np.concatenate([np.zeros((half, mel.shape[1]), np.float32), mel,
                              np.zeros((half + 4 * t - len(mel) + POOL, mel.shape[1]), np.float32)])
@@ -87,7 +88,7 @@ def estimate_offsets(clips: list[ClipData], rule: SyncRule = SyncRule(), passes:
             curve = lag_curve(np.where(c.valid, c.opening, c.opening[c.valid].mean()), pred)
             best = int(np.nanargmax(curve))
             lag, r, r0 = best - MAX_LAG, float(curve[best]), float(curve[MAX_LAG])
-            if r < rule.min_corr:
+            if r < rule.min_corr or abs(lag) == MAX_LAG:  # no peak inside the search range: no evidence of sync
                 decision = "drop"
             elif abs(lag) >= rule.min_shift and r - r0 >= rule.min_gain:
                 decision = "correct"

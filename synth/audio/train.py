@@ -50,7 +50,10 @@ class AudioTrainConfig:
     noise_prob: float = 0.5
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     freq_masks: int = 2
+    mel_shift: int = 3  # shift the mel bins by up to ± this many (another voice's pitch and formants)
+    speed: float = 0.1  # time-stretch audio and motion together by a factor within 1 ± this
     silence_prob: float = 0.3  # a sequence gets a stretch of digital silence with a still, neutral mouth
+    ema: float = 0.995  # exponential moving average of the weights: what is validated and exported
     checkpoint_every: int = 250
     eval_every: int = 250
 
@@ -95,11 +98,32 @@ def augment(feats: np.ndarray, motion: np.ndarray, valid: np.ndarray, cfg: Audio
         motion[inner] = 0.0
         valid[inner] = True
     out = np.log(power + F.LOG_FLOOR).astype(np.float32)
+    k = int(rng.integers(-cfg.mel_shift, cfg.mel_shift + 1))
+    if k > 0:
+        out[..., k:] = out[..., :-k].copy()
+    elif k < 0:
+        out[..., :k] = out[..., -k:].copy()
     for _ in range(cfg.freq_masks):
         w = int(rng.integers(1, 10))
         f0 = int(rng.integers(0, feats.shape[-1] - w))
         out[..., f0:f0 + w] = out[..., f0:f0 + w].mean()
     return out, motion, valid
+
+
+def stretch(clip: ClipData, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clip played ``factor`` times faster: log-mel frames and motion resampled together (linear)."""
+    n = max(2, int(round(len(clip) / factor)))
+    t_src = np.minimum(np.arange(n) * factor, len(clip) - 1)
+    m_src = np.minimum(np.arange(4 * n) * factor, len(clip.mel) - 1)
+
+    def interp(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        i0 = np.floor(pos).astype(int)
+        i1 = np.minimum(i0 + 1, len(x) - 1)
+        w = (pos - i0).reshape(-1, *([1] * (x.ndim - 1)))
+        return ((1 - w) * x[i0] + w * x[i1]).astype(np.float32)
+
+    valid = clip.valid[np.floor(t_src).astype(int)] & clip.valid[np.minimum(np.floor(t_src).astype(int) + 1, len(clip) - 1)]
+    return interp(clip.mel, m_src), interp(clip.motion, t_src), valid
 
 
 def make_batch(clips: list[ClipData], cfg: AudioTrainConfig, r: int, step: int, augment_on: bool = True
@@ -111,10 +135,12 @@ def make_batch(clips: list[ClipData], cfg: AudioTrainConfig, r: int, step: int, 
     feats, motions, valids = [], [], []
     for i in picks:
         c = clips[i]
-        s = int(rng.integers(0, max(1, len(c) - cfg.window + 1)))
-        e = min(s + cfg.window, len(c))
-        f = stack_features(c.mel, s - r, e + r)
-        m, v = c.motion[s:e], c.valid[s:e]
+        factor = 1.0 + rng.uniform(-cfg.speed, cfg.speed) if augment_on else 1.0
+        mel, motion, valid = stretch(c, factor) if factor != 1.0 else (c.mel, c.motion, c.valid)
+        s = int(rng.integers(0, max(1, len(motion) - cfg.window + 1)))
+        e = min(s + cfg.window, len(motion))
+        f = stack_features(mel, s - r, e + r)
+        m, v = motion[s:e], valid[s:e]
         if e - s < cfg.window:  # a short clip: pad with silence and masked targets
             pad = cfg.window - (e - s)
             f = np.concatenate([f, stack_features(c.mel[:0], 0, pad)])
@@ -131,13 +157,18 @@ def make_batch(clips: list[ClipData], cfg: AudioTrainConfig, r: int, step: int, 
 
 def losses(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, cfg: AudioTrainConfig
            ) -> dict[str, torch.Tensor]:
-    """Named loss terms: weighted L1 of positions and of frame-to-frame velocities (face-scale units)."""
-    w = _point_weights(cfg).to(pred)
-    m = valid.to(pred)[:, :, None, None]
-    pos = ((pred - target).abs() * w * m).sum() / (m.sum() * N_MOVING * 2).clamp(min=1)
+    """Named loss terms (face-scale units): the weighted mean L2 distance per point — what the evaluation
+    measures — and the same for frame-to-frame velocities."""
+    w = _point_weights(cfg).to(pred)[..., 0]  # (1, 1, 37)
+    m = valid.to(pred)[:, :, None]
+
+    def dist(a: torch.Tensor) -> torch.Tensor:  # (B, T, 37, 2) → (B, T, 37), smooth at 0
+        return torch.sqrt((a ** 2).sum(-1) + 1e-8)
+
+    pos = (dist(pred - target) * w * m).sum() / (m.sum() * N_MOVING).clamp(min=1)
     mv = m[:, 1:] * m[:, :-1]
-    dv = ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs() * w * mv
-    vel = dv.sum() / (mv.sum() * N_MOVING * 2).clamp(min=1)
+    dv = dist((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])) * w * mv
+    vel = dv.sum() / (mv.sum() * N_MOVING).clamp(min=1)
     return {"position": pos, "velocity": vel, "total": pos + cfg.velocity_weight * vel}
 
 
@@ -179,7 +210,6 @@ def validate(model: AudioToLandmarks, clips: list[ClipData], cfg: AudioTrainConf
         d = np.linalg.norm(pred[:, len(JAW):] - c.motion[:, len(JAW):], axis=-1).mean(-1)
         dists.append(float(d[v].mean()))
         corrs.append(lagged_corr(c.opening, opening(apply_mouth_motion(c.neutral, pred)), 4)[0])
-    model.train()
     return {"val_mouth_dist": float(np.mean(dists)), "val_open_corr": float(np.median(corrs))}
 
 
@@ -190,11 +220,12 @@ def data_stats(clips: list[ClipData]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return mel.mean(0), mel.std(0) + 1e-3, mot.std(0) + 1e-4
 
 
-def save_checkpoint(run: Path, step: int, model: AudioToLandmarks, opt: torch.optim.Optimizer,
-                    train_cfg: AudioTrainConfig, info: dict) -> Path:
+def save_checkpoint(run: Path, step: int, model: AudioToLandmarks, ema: AudioToLandmarks,
+                    opt: torch.optim.Optimizer, train_cfg: AudioTrainConfig, info: dict) -> Path:
     ckpt_dir = run / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {f"{name}/{k}": v.detach().cpu().contiguous().clone()
+               for name, mod in (("model", model), ("ema", ema)) for k, v in mod.state_dict().items()}
     t, m = _flatten_optimizer("opt", opt.state_dict())
     tensors.update(t)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "step": str(step),
@@ -235,14 +266,23 @@ def load_model(path: Path) -> AudioToLandmarks:
         raise UserError(f"{path}: audio model format {meta['format_version']} is newer than this th")
     model = AudioToLandmarks(AudioModelConfig.from_json(meta["model_config"]))
     tensors = load_file(str(path))
-    if meta["format"] == FORMAT:
-        tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    if meta["format"] == FORMAT:  # a training checkpoint: its averaged weights
+        tensors = {k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")}
     model.load_state_dict(tensors)
     return model.eval()
 
 
 def model_info(path: Path) -> dict:
     return json.loads(read_metadata(path).get("info", "{}"))
+
+
+@torch.no_grad()
+def update_ema(ema: AudioToLandmarks, model: AudioToLandmarks, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model for the weights; buffers (data statistics) copied."""
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1.0 - decay)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
 
 
 def learning_rate(cfg: AudioTrainConfig, step: int) -> float:
@@ -261,6 +301,7 @@ def train(run: Path, train_clips: list[ClipData], val_clips: list[ClipData], cfg
     torch.manual_seed(cfg.seed)
     model = AudioToLandmarks(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = AudioToLandmarks(model_cfg).requires_grad_(False)
     ckpts = sorted((run / "checkpoints").glob("ckpt-*.safetensors"))
     step = 0
     if ckpts:
@@ -271,6 +312,7 @@ def train(run: Path, train_clips: list[ClipData], val_clips: list[ClipData], cfg
             raise UserError(f"{run}: was started with another model config; use a new run folder")
         tensors = load_file(str(ckpts[-1]))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
         opt.load_state_dict(_unflatten_optimizer("opt", tensors, json.loads(meta["optimizer"])))
         step = int(meta["step"])
     else:
@@ -278,6 +320,7 @@ def train(run: Path, train_clips: list[ClipData], val_clips: list[ClipData], cfg
         model.mel_mean.copy_(torch.from_numpy(mean))
         model.mel_std.copy_(torch.from_numpy(std))
         model.out_scale.copy_(torch.from_numpy(out_std))
+        ema.load_state_dict(model.state_dict())
     (run / "config.json").write_text(json.dumps({"model": asdict(model_cfg), "train": asdict(cfg), **info}, indent=1))
     r = model_cfg.context
     model.train()
@@ -295,21 +338,21 @@ def train(run: Path, train_clips: list[ClipData], val_clips: list[ClipData], cfg
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        update_ema(ema, model, min(cfg.ema, (1 + step) / (10 + step)))
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
             rec = {"step": step, **{k: round(v.item(), 5) for k, v in terms.items()},
                    "lr": round(learning_rate(cfg, step - 1), 6), "seconds": round(time.perf_counter() - t0, 1)}
-            rec.update({k: round(v, 4) for k, v in validate(model, val_clips, cfg).items()})
+            rec.update({k: round(v, 4) for k, v in validate(ema, val_clips, cfg).items()})
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             if on_log:
                 on_log(rec)
         out_of_time = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
         if step % cfg.checkpoint_every == 0 or step == stop or out_of_time:
-            save_checkpoint(run, step, model, opt, cfg, info)
+            save_checkpoint(run, step, model, ema, opt, cfg, info)
         if out_of_time:
             return None
     if step < cfg.steps:
         return None
-    model.eval()
-    return export_model(model, run / "audio-model.safetensors", {**info, "steps": step})
+    return export_model(ema.eval(), run / "audio-model.safetensors", {**info, "steps": step})
