@@ -116,8 +116,9 @@ def main() -> None:
     ]
     for m in report["methods"]:
         x = s[m]
-        lines.append(f"| {m} | {x['mouth_dist_mean']:.4f} [{x['mouth_dist_ci'][0]:.4f}, {x['mouth_dist_ci'][1]:.4f}] | "
-                     f"{x['open_corr_median']:.3f} [{x['open_corr_median_ci'][0]:.3f}, {x['open_corr_median_ci'][1]:.3f}] |")
+        corr = (f"{x['open_corr_median']:.3f} [{x['open_corr_median_ci'][0]:.3f}, {x['open_corr_median_ci'][1]:.3f}]"
+                if "open_corr_median" in x else "—")
+        lines.append(f"| {m} | {x['mouth_dist_mean']:.4f} [{x['mouth_dist_ci'][0]:.4f}, {x['mouth_dist_ci'][1]:.4f}] | {corr} |")
     lines += ["", "Per clip and with the gains over each baseline: [docs/AUDIO.md](../docs/AUDIO.md).", "",
               "## Reproduce", "", "```bash", PREPARE_CMD, TRAIN_CMD + f" --steps {info['steps']}",
               "th audio eval data/audio-prep -o runs/audio-eval --model runs/audio/audio-model.safetensors",

@@ -191,6 +191,18 @@ def test_silence_gives_a_closed_still_mouth(tmp_path, tiny_audio_model):
     assert np.abs(motion[:40]).max() > 0 and np.abs(motion[58:]).max() == 0.0  # still after the last syllable
 
 
+def test_silent_avatar_keeps_its_lips_closed_and_still(face68):
+    from synth.avatar.motion import talking_motion
+
+    assert mouth.opening(face68) > mouth.OPEN_AT_REST * mouth.face_scale(face68)  # the astronaut smiles, lips parted
+    faces = talking_motion(face68, np.zeros((100, mouth.N_MOVING, 2), np.float32), seed=1)
+    k = mouth.face_scale(face68)
+    assert np.allclose(mouth.opening(faces) / k, mouth.CLOSED_OPENING, atol=2e-3)  # closed (head motion included)
+    still = mouth.canonicalise(faces)[:, mouth.MOUTH]
+    assert np.abs(still - still[0]).max() < 0.01 * k  # the mouth does not move on the face
+    assert np.abs(faces[:, 36:48] - faces[0, 36:48]).max() > 0.05 * k  # while the eyes blink and the head moves
+
+
 # --- training ---
 
 def synthetic_clip(neutral: np.ndarray, key: str, identity: str, seconds: float, lag: int = 0,

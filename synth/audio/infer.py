@@ -20,8 +20,8 @@ from synth.audio.model import MEL_CONTEXT, MEL_PER_FRAME, AudioToLandmarks, stac
 
 FPS = 25
 SAMPLES_PER_FRAME = F.SAMPLE_RATE // FPS
-SILENCE_DB = -60.0  # frame level (dBFS) at and below which the mouth stays at rest
-FULL_DB = -50.0  # level from which the predicted motion passes unchanged
+SILENCE_DB = -70.0  # frame level (dBFS) at and below which the mouth stays at rest (digital silence, hiss)
+FULL_DB = -60.0  # level from which the predicted motion passes unchanged (quiet speech is well above)
 GATE_SPREAD = 2  # frames: the loudest neighbour within ±2 frames decides (no clipped syllables)
 
 

@@ -20,6 +20,8 @@ N_MOVING = len(MOVING)
 STABLE = np.array([36, 39, 42, 45, 27, 28, 29, 30, 31, 33, 35])  # eye corners, nose bridge and base
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 CLOSED_QUANTILE = 0.2  # the neutral face = median of the clip's most-closed fifth of frames
+CLOSED_OPENING = 0.013  # median inner-lip opening of the training clips' neutral faces (face-scale units)
+OPEN_AT_REST = 0.02  # an avatar whose lips are parted wider than this is closed for speaking
 
 
 def eye_frame(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +94,27 @@ def apply_mouth_motion(face: np.ndarray, motion: np.ndarray) -> np.ndarray:
     out = np.repeat(face[None], len(motion), axis=0)
     out[:, MOVING] += (np.asarray(motion, np.float64) * k) @ rot
     return out.astype(np.float32)
+
+
+def rest_face(face: np.ndarray) -> np.ndarray:
+    """The face with its lips closed, as the audio model's neutral faces are (its motion starts there).
+
+    A photo with parted lips (a smile showing teeth) would otherwise keep them parted in silence and
+    open wider than real speech; the inner lips meet halfway and the outer lower lip follows. A face
+    whose lips are already closed is returned unchanged.
+    """
+    face = np.asarray(face, np.float32).copy()
+    k = face_scale(face)
+    if opening(face) <= OPEN_AT_REST * k:
+        return face
+    for (up, low), outer in zip(INNER_LIP_PAIRS, ((58,), (57,), (56,))):
+        gap = face[low] - face[up]
+        d = np.linalg.norm(gap)
+        shift = gap * (1 - CLOSED_OPENING * k / max(d, 1e-6)) / 2  # both move half the excess
+        face[up] += shift
+        face[low] -= shift
+        face[list(outer)] -= shift
+    return face
 
 
 def clip_targets(track: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

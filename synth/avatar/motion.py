@@ -134,11 +134,12 @@ def builtin_motion(name: str, avatar_lm: np.ndarray, fps: float = 25.0, seconds:
 
 def talking_motion(avatar_lm: np.ndarray, mouth_motion: np.ndarray, fps: float = 25.0, seed: int = 0) -> np.ndarray:
     """The avatar's face speaking: its jaw and mouth moved by mouth-space motion (T, 37, 2) from the
-    audio model, plus natural blinks (every 2-6 s, 0.25 s long) and a small, slow head motion
-    (a few degrees), both procedural. Returns (T, 68, 2)."""
-    from synth.audio.mouth import apply_mouth_motion
+    audio model, starting from its lips closed (``rest_face``: silence is a closed, still mouth), plus
+    natural blinks (every 2-6 s, 0.25 s long) and a small, slow head motion (a few degrees), both
+    procedural. Returns (T, 68, 2)."""
+    from synth.audio.mouth import apply_mouth_motion, rest_face
 
-    faces = apply_mouth_motion(avatar_lm, mouth_motion)
+    faces = apply_mouth_motion(rest_face(avatar_lm), mouth_motion)
     n = len(faces)
     rng = np.random.default_rng(seed)
     t = np.arange(n) / fps

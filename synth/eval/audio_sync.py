@@ -76,7 +76,7 @@ def clip_metrics(clip: ClipData, motion: np.ndarray, max_lag: int = 4) -> dict:
     op_pred = opening(apply_mouth_motion(clip.neutral, pred))
     op_real = np.where(v, clip.opening[:n], clip.opening[:n][v].mean())
     r, lag = lagged_corr(op_real, op_pred, max_lag)
-    return {"mouth_dist": float(dist[v].mean()), "open_corr": r, "lag": lag,
+    return {"mouth_dist": float(dist[v].mean()), "open_corr": r if np.isfinite(r) else None, "lag": lag,
             "open_std_ratio": float(op_pred.std() / max(op_real.std(), 1e-9))}
 
 
@@ -94,10 +94,13 @@ def summarise(rows: list[dict], seed: int = 0) -> dict:
     out: dict = {}
     for m in METHODS:
         d = np.array([r[m]["mouth_dist"] for r in rows])
-        c = np.array([r[m]["open_corr"] for r in rows], np.float64)
-        out[m] = {"mouth_dist_mean": float(d.mean()), "mouth_dist_ci": bootstrap(d, seed=seed),
-                  "open_corr_median": float(np.nanmedian(c)), "open_corr_median_ci": bootstrap(c, np.nanmedian, seed=seed),
-                  "open_corr_mean": float(np.nanmean(c)), "lag_median": float(np.median([r[m]["lag"] for r in rows]))}
+        c = np.array([np.nan if r[m]["open_corr"] is None else r[m]["open_corr"] for r in rows], np.float64)
+        out[m] = {"mouth_dist_mean": float(d.mean()), "mouth_dist_ci": bootstrap(d, seed=seed)}
+        if np.isfinite(c).any():  # a still mouth has no opening to correlate
+            out[m].update({"open_corr_median": float(np.nanmedian(c)),
+                           "open_corr_median_ci": bootstrap(c, np.nanmedian, seed=seed),
+                           "open_corr_mean": float(np.nanmean(c)),
+                           "lag_median": float(np.median([r[m]["lag"] for r in rows]))})
     dm = np.array([r["model"]["mouth_dist"] for r in rows])
     for m in METHODS[1:]:
         db = np.array([r[m]["mouth_dist"] for r in rows])
@@ -138,9 +141,9 @@ def markdown_report(report: dict) -> str:
              "| method | mouth distance ↓ | opening r, median ↑ | opening r, mean | median lag |", "|---|---|---|---|---|"]
     for m in report["methods"]:
         x = s[m]
-        lines.append(f"| {m} | {x['mouth_dist_mean']:.4f} [{x['mouth_dist_ci'][0]:.4f}, {x['mouth_dist_ci'][1]:.4f}] | "
-                     f"{x['open_corr_median']:.3f} [{x['open_corr_median_ci'][0]:.3f}, {x['open_corr_median_ci'][1]:.3f}] | "
-                     f"{x['open_corr_mean']:.3f} | {x['lag_median']:+.0f} |")
+        corr = (f"{x['open_corr_median']:.3f} [{x['open_corr_median_ci'][0]:.3f}, {x['open_corr_median_ci'][1]:.3f}] | "
+                f"{x['open_corr_mean']:.3f} | {x['lag_median']:+.0f}") if "open_corr_median" in x else "— | — | —"
+        lines.append(f"| {m} | {x['mouth_dist_mean']:.4f} [{x['mouth_dist_ci'][0]:.4f}, {x['mouth_dist_ci'][1]:.4f}] | {corr} |")
     lines += ["", "Model's mouth-distance gain (1 − model / baseline, paired bootstrap interval):", ""]
     for m in report["methods"][1:]:
         g, ci = s["model"][f"dist_gain_vs_{m}"], s["model"][f"dist_gain_vs_{m}_ci"]
@@ -148,6 +151,7 @@ def markdown_report(report: dict) -> str:
     lines += ["", "| clip | identity | frames | " + " | ".join(f"{m} dist / r (lag)" for m in report["methods"]) + " |",
               "|---|---|---|" + "---|" * len(report["methods"])]
     for r in report["clips"]:
-        cells = [f"{r[m]['mouth_dist']:.4f} / {r[m]['open_corr']:.2f} ({r[m]['lag']:+d})" for m in report["methods"]]
+        cells = [f"{r[m]['mouth_dist']:.4f} / " + (f"{r[m]['open_corr']:.2f} ({r[m]['lag']:+d})"
+                 if r[m]["open_corr"] is not None else "—") for m in report["methods"]]
         lines.append(f"| {r['key']} | {r['identity']} | {r['frames']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
