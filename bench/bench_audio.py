@@ -56,21 +56,35 @@ def face() -> np.ndarray:
     return FaceDetector().detect(data.astronaut(), thorough=True)[0].landmarks
 
 
+def _hwm_mib() -> float:
+    """This process's RSS high-water mark (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def child(audio: str, model: str | None) -> None:
+    from synth.audio.bundled import resolve_audio_model
+    from synth.audio.train import load_model
     from synth.avatar.animate import plan_audio
 
-    plan = plan_audio(Path(audio), face(), Path(model) if model else None)
-    print(len(plan.landmarks))
+    lm = face()
+    load_model(resolve_audio_model(Path(model) if model else None))  # libraries and weights in memory
+    before = _hwm_mib()
+    plan = plan_audio(Path(audio), lm, Path(model) if model else None)
+    print(f"{before:.1f} {len(plan.landmarks)}")
 
 
-def peak_rss(audio: Path, model: str | None) -> tuple[int, float]:
+def peak_rss(audio: Path, model: str | None) -> tuple[int, float, float]:
     argv = [sys.executable, __file__, "--child", str(audio)] + (["--audio-model", model] if model else [])
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
     _, status, usage = os.wait4(p.pid, 0)
     out = p.stdout.read().decode() if p.stdout else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(p.stderr.read().decode()[-2000:] if p.stderr else "child failed")
-    return int(out.split()[-1]), usage.ru_maxrss / 1024.0
+    before, frames = out.split()[-2:]
+    return int(frames), float(before), usage.ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -101,8 +115,9 @@ def main() -> None:
                         "-t", str(args.long_minutes * 60), "-c:a", "libmp3lame", "-b:a", "64k", str(long_mp3)], check=True)
         long_wav.unlink()
         for name, path in (("10 s wav", short), (f"{args.long_minutes:g} min mp3", long_mp3)):
-            n, rss = peak_rss(path, args.audio_model)
-            print(f"peak RSS planning {name}: {rss:.0f} MiB ({n} frames)")
+            n, before, rss = peak_rss(path, args.audio_model)
+            print(f"peak RSS planning {name}: {rss:.0f} MiB, of which {rss - before:.0f} MiB above the "
+                  f"libraries + models already loaded ({n} frames)")
 
 
 if __name__ == "__main__":

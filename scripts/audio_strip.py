@@ -76,13 +76,13 @@ def strip(video: Path, speech: Path, dest: Path, source: str) -> None:
     # show the most open frame of each stretch so the strip shows speech, not rests
     half = max(1, (picks[1] - picks[0]) // 2)
     picks = [max(range(max(0, p - half), min(len(loud), p + half)), key=lambda i: loud[i]) for p in picks]
-    fig = plt.figure(figsize=(N_FRAMES * 1.6, 3.3), dpi=100)
+    fig = plt.figure(figsize=(N_FRAMES * 1.6, 2.75), dpi=100)
     for k, i in enumerate(picks):
-        ax = fig.add_axes([k / N_FRAMES, 0.36, 1 / N_FRAMES, 0.64])
+        ax = fig.add_axes([k / N_FRAMES, 0.42, 1 / N_FRAMES, 0.58])
         ax.imshow(frames[min(i, len(frames) - 1)])
         ax.set_axis_off()
         ax.text(4, 14, f"{i / FPS:.2f} s", color="white", fontsize=8, weight="bold")
-    ax = fig.add_axes([0.04, 0.08, 0.94, 0.24])
+    ax = fig.add_axes([0.01, 0.17, 0.98, 0.22])
     t = np.arange(len(motion)) / FPS
     ax.fill_between(t, -60, np.maximum(level, -60), color="0.8", label="speech level (dBFS)")
     ax.set_ylim(-60, 0)
@@ -93,10 +93,10 @@ def strip(video: Path, speech: Path, dest: Path, source: str) -> None:
     for i in picks:
         ax.axvline(i / FPS, color="C0", lw=0.8)
     ax.set_xlim(0, t[-1])
-    ax.set_xlabel(f"time (s): speech = {source}", fontsize=8)
-    ax.tick_params(labelsize=7)
-    fig.legend(loc="lower right", fontsize=7, frameon=False, bbox_to_anchor=(0.98, 0.0), ncol=2,
-               handles=[ax.collections[0], ax2.lines[0]])
+    ax.set_xlabel(f"time (s) — speech: {source}", fontsize=8, labelpad=1)
+    ax.tick_params(labelsize=7, pad=1)
+    ax2.legend(handles=[ax.collections[0], ax2.lines[0]], loc="upper right", fontsize=7, ncol=2,
+               framealpha=0.8, borderpad=0.2)
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)
@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "audio_strip")
     ap.add_argument("--steps", default="100", help="fine-tuning steps of the enrollment")
     ap.add_argument("--png", type=Path, default=ROOT / "docs" / "images" / "audio_strip.png")
+    ap.add_argument("--reuse", action="store_true", help="keep an existing enrollment and video; redraw the strip")
     args = ap.parse_args()
     from skimage import data
 
@@ -122,13 +123,16 @@ def main() -> None:
     photo = args.out / "astronaut.png"
     write_image(photo, data.astronaut())  # a real photo, not generated: written as is
     speech = args.out / "speech.wav"
-    source = make_speech(speech)
     avatar = args.out / "astronaut.avatar"
-    th("enroll", str(photo), "-o", str(avatar), "--steps", args.steps, "--force",
-       "--consent", "Public-domain NASA portrait (skimage.data.astronaut), used for the th demo")
     video = args.out / "astronaut_speaks.mp4"
-    th("animate", str(avatar), str(speech), "-o", str(video), "--force")
-    th("verify", str(video))
+    if args.reuse and video.exists() and speech.exists():
+        source = f"espeak-ng: “{SENTENCE}”" if shutil.which("espeak-ng") else f"{SHARED_CLIP.name}'s sound"
+    else:
+        source = make_speech(speech)
+        th("enroll", str(photo), "-o", str(avatar), "--steps", args.steps, "--force",
+           "--consent", "Public-domain NASA portrait (skimage.data.astronaut), used for the th demo")
+        th("animate", str(avatar), str(speech), "-o", str(video), "--force")
+        th("verify", str(video))
     strip(video, speech, args.png, source)
 
 
