@@ -290,3 +290,34 @@ def test_animate_speaks_an_audio_file_with_its_sound_and_verifies(tmp_path, tiny
                "--size", "128", "--audio-from", clip)
     assert r.returncode == 0, r.stderr
     assert abs(probe(tmp_path / "from_video.mp4").frames - 200) <= 1
+
+
+def test_cli_train_resume_and_eval_on_a_small_data_folder(tmp_path, unit_face):
+    """`th audio train` (licence and identity filters, tiny preset) then `th audio eval` on the held-out one."""
+    import json
+
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    metas = []
+    for i, (ident, lic) in enumerate([("a", "MIT"), ("b", "CC BY-NC 4.0"), ("c", "Apache-2.0"), ("dev", "MIT")]):
+        c = synthetic_clip(unit_face, f"k{i}", ident, 4.0, seed=i)
+        wav = write_wav(tmp_path / f"k{i}.wav", syllables(4.0, seed=i))
+        c.meta.update({"license": lic, "seconds": 4.0, "path": str(wav), "clip": wav.name})
+        c.rms_db = F.frame_rms_db(F.read_audio(wav), 25, len(c))
+        c.save(data / "clips" / f"k{i}.npz")
+        metas.append(c.meta)
+    (data / "index.json").write_text(json.dumps({"version": 1, "clips": metas, "skipped": [], "offsets": {}}))
+    r = run_th("audio", "train", data, tmp_path / "run", "--preset", "tiny", "--steps", "4", "--license", "MIT",
+               "--license", "Apache", "--exclude-identity", "dev", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["train_clips"] == ["k0", "k2"]  # non-commercial and held-out clips left out
+    r = run_th("audio", "train", data, tmp_path / "run", "--preset", "tiny", "--steps", "4", "--license", "MIT",
+               "--license", "Apache", "--exclude-identity", "dev", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    model = tmp_path / "run" / "audio-model.safetensors"
+    r = run_th("audio", "eval", data, "-o", tmp_path / "rep", "--model", model, "--identities", "a")
+    assert r.returncode != 0 and "trained on a" in r.stderr  # a training identity is refused
+    r = run_th("audio", "eval", data, "-o", tmp_path / "rep", "--model", model, "--identities", "dev")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [c["key"] for c in rep["clips"]] == ["k3"] and set(rep["summary"]) == {"model", "energy", "talk", "still"}

@@ -76,6 +76,7 @@ def train(
     val_identities: Annotated[str | None, typer.Option(help="Training identities kept for validation only: a,b,c or @FILE.")] = None,
     seed: Annotated[int, typer.Option(help="Seed (batches, augmentation and dropout follow from seed and step).")] = 0,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores or TH_THREADS).")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Stop and checkpoint after this many minutes (rerun to continue).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and the clip split, then exit.")] = False,
 ) -> None:
     """Train the audio-to-landmark network; rerunning the same command resumes from RUN's last checkpoint."""
@@ -127,8 +128,9 @@ def train(
     def log(rec: dict) -> None:
         print(" ".join(f"{k}={v}" for k, v in rec.items()), file=sys.stderr)
 
-    out = run_train(run, [clips[k] for k in train_keys], [clips[k] for k in val_keys], cfg, model_cfg, info, log)
-    print(f"→ {out}")
+    out = run_train(run, [clips[k] for k in train_keys], [clips[k] for k in val_keys], cfg, model_cfg, info, log,
+                    time_budget_s=time_budget * 60 if time_budget is not None else None)
+    print(f"→ {out}" if out is not None else f"stopped at the time budget; rerun the same command to continue ({run})")
 
 
 @app.command("eval")
