@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # synth's subpackages from the bottom up: a module may import its own layer and the ones below it.
-SYNTH_LAYERS = ("media", "faces", "nets", "train", "avatar", "eval")
+SYNTH_LAYERS = ("media", "faces", "nets", "train", "audio", "avatar", "eval")
 TOP_LOOSE = {"__init__.py", "errors.py", "device.py"}
 
 

@@ -12,8 +12,8 @@ from thcli.enroll import DEFAULT_STEPS
 
 def animate(
     avatar: Annotated[Path, typer.Argument(help="An .avatar from `th enroll`, or a photo (enrolled on the fly, one shot).")],
-    driver: Annotated[str, typer.Argument(help="A driver video, a .npz track from `th faces`, or a built-in motion: talk, nod, turn, blink, smile, demo.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output .mp4 (watermarked + C2PA-signed).")],
+    driver: Annotated[str | None, typer.Argument(help="A driver video, a .npz track from `th faces`, a built-in motion (talk, nod, turn, blink, smile, demo), or an audio file (wav, mp3, m4a, ogg, flac) to speak.")] = None,
     absolute: Annotated[bool, typer.Option("--absolute", help="Use the driver's landmarks directly (the paper's way; the driver's face shape leaks).")] = False,
     size: Annotated[int, typer.Option(help="Output side in pixels (the model renders at its own size; larger is upscaled).")] = 256,
     full_frame: Annotated[bool, typer.Option("--full-frame", help="Blend the animated face back into the avatar's whole first photo (output = the photo's size) instead of the face crop.")] = False,
@@ -25,6 +25,8 @@ def animate(
     model: Annotated[Path | None, typer.Option(help="Base model file (default: the bundled model).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | mps | auto")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores or TH_THREADS).")] = None,
+    audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Speak the sound of this video (instead of a DRIVER).")] = None,
+    audio_model: Annotated[Path | None, typer.Option(help="Audio-to-landmark model for audio drivers (default: the bundled one).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
 ) -> None:
     """Animate an avatar with a driver; the mp4 keeps the driver's fps and audio and is always
@@ -37,6 +39,7 @@ def animate(
 
     from provenance.manifest import GenerationFacts
     from provenance.write import load_signer, write_video
+    from synth.audio.features import check_audio, is_audio_path
     from synth.avatar.animate import plan_driver, render
     from synth.avatar.avatar_file import Avatar
     from synth.avatar.bundled import model_identity, resolve_model
@@ -54,6 +57,10 @@ def animate(
         raise UserError(f"{out}: th animate writes an .mp4")
     if size < 128 or size % 2:
         raise UserError("--size must be an even number ≥ 128 (smaller frames cannot carry the watermark)")
+    if (driver is None) == (audio_from is None):
+        raise UserError("give a DRIVER or --audio-from VIDEO (one of them)")
+    if audio_from is not None or is_audio_path(driver or ""):
+        check_audio(Path(audio_from or driver or ""))  # before any slow work: no audio stream = one clear line
     check_writable(out, force)
     identity = load_signer()  # a key that cannot sign fails now, not after the rendering
     set_threads(threads)
@@ -68,8 +75,9 @@ def animate(
         print(f"th: enrolled {avatar.name} on the fly ({steps} steps)", file=sys.stderr)
     else:
         av = Avatar.load(avatar, base_model_sha256=model_sha)
-    plan = plan_driver(driver, av.landmarks, net.image_size, relative=not absolute, fps=fps, seconds=seconds,
-                       neutral=neutral)
+    plan = plan_driver(str(audio_from) if driver is None else driver, av.landmarks, net.image_size,
+                       relative=not absolute, fps=fps, seconds=seconds, neutral=neutral,
+                       audio_only=audio_from is not None, audio_model=audio_model)
     if plan.faceless:
         print(f"th: {plan.faceless} driver frame(s) without a face: last landmarks held", file=sys.stderr)
     params = PersonParams.from_tensors(av.tensors)

@@ -15,7 +15,7 @@ import typer
 # Set before torch is imported by any command; an explicit user setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from thcli import animate, detect, enroll, eval, faces, keys, meta_train, prepare, verify
+from thcli import animate, audio, detect, enroll, eval, faces, keys, meta_train, prepare, verify
 
 app = typer.Typer(
     name="th",
@@ -36,6 +36,7 @@ app.command("enroll")(enroll.enroll)
 app.command("animate")(animate.animate)
 app.add_typer(detect.app, name="detect")
 app.command("eval")(eval.eval_cmd)
+app.add_typer(audio.app, name="audio")
 
 
 def main() -> None:

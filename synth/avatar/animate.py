@@ -1,9 +1,11 @@
-"""Animation: a driver (video, landmark track or built-in motion) moves an enrolled avatar.
+"""Animation: a driver (video, landmark track, built-in motion or audio) moves an enrolled avatar.
 
 The driver becomes a landmark sequence in the avatar's crop coordinates — by default through relative
 motion transfer (the avatar's own landmarks moved by the driver's change from its neutral frame), or
 with ``absolute`` the driver's own cropped landmarks as the paper did — and the generator renders one
-frame per landmark image. Everything streams: memory does not grow with the driver's length.
+frame per landmark image. An audio driver goes through the audio-to-landmark model
+(``synth.audio``): its mouth-space motion moves the avatar's jaw and mouth, at 25 fps. Everything
+streams: memory does not grow with the driver's length.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ class DriverPlan:
 
 
 def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = True, fps: float = 25.0,
-                seconds: float = 4.0, neutral: int | None = None) -> DriverPlan:
-    """Turn DRIVER (a video, a `.npz` track, or a built-in motion name) into avatar landmarks."""
+                seconds: float = 4.0, neutral: int | None = None, audio_only: bool = False,
+                audio_model: Path | None = None) -> DriverPlan:
+    """Turn DRIVER (a video, a `.npz` track, a built-in motion name, or an audio file) into avatar
+    landmarks. ``audio_only``: drive with DRIVER's sound only (``--audio-from VIDEO``)."""
+    from synth.audio.features import is_audio_path
     from synth.avatar.bundled import file_sha256
     from synth.avatar.motion import absolute_transfer, builtin_motion, relative_transfer
     from synth.faces.align import apply_affine, clip_box
@@ -43,6 +48,8 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
     path = Path(driver)
     if not path.exists():
         raise UserError(f"{driver}: no such file, and not a built-in motion ({', '.join(BUILTIN_MOTIONS)})")
+    if audio_only or is_audio_path(path):
+        return plan_audio(path, avatar_lm, audio_model)
     if path.suffix.lower() == ".npz":
         track = LandmarkTrack.load(path)
         audio = None
@@ -62,6 +69,22 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
         lm = absolute_transfer(np.stack([apply_affine(x, M) for x in track.landmarks]))
     desc = f"{path.name}: {len(track)} frames at {track.fps:g} fps, {'relative' if relative else 'absolute'} motion"
     return DriverPlan(lm, track.fps, audio, track.faceless, file_sha256(path), desc)
+
+
+def plan_audio(path: Path, avatar_lm: np.ndarray, audio_model: Path | None = None, seed: int = 0) -> DriverPlan:
+    """An audio file (or a video's sound) → the avatar speaking it at 25 fps, with blinks and head motion."""
+    from synth.audio.bundled import resolve_audio_model
+    from synth.audio.infer import FPS, audio_motion
+    from synth.audio.train import load_model
+    from synth.avatar.bundled import file_sha256
+    from synth.avatar.motion import talking_motion
+
+    motion = audio_motion(load_model(resolve_audio_model(audio_model)), path)
+    if not len(motion):
+        raise UserError(f"{path}: the audio stream holds no samples")
+    lm = talking_motion(avatar_lm, motion, fps=FPS, seed=seed)
+    desc = f"{path.name}: {len(lm) / FPS:.1f} s of audio → {len(lm)} frames at {FPS} fps"
+    return DriverPlan(lm, float(FPS), path, 0, file_sha256(path), desc)
 
 
 def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: int = 8,

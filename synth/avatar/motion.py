@@ -11,17 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from synth.errors import UserError
+from synth.faces.align import face_scale
 
 BUILTIN_MOTIONS = ("talk", "nod", "turn", "blink", "smile", "demo")
-
-
-def face_scale(lm: np.ndarray) -> float:
-    """A pose-stable face size: distance between the eye centres plus eye-to-mouth distance."""
-    eyes = (lm[36:42].mean(0), lm[42:48].mean(0))
-    mouth = lm[48:60].mean(0)
-    iod = float(np.linalg.norm(eyes[0] - eyes[1]))
-    em = float(np.linalg.norm((eyes[0] + eyes[1]) / 2 - mouth))
-    return iod + em
 
 
 def relative_transfer(avatar_lm: np.ndarray, driver: np.ndarray, neutral: int | np.ndarray = 0) -> np.ndarray:
@@ -138,3 +130,29 @@ def builtin_motion(name: str, avatar_lm: np.ndarray, fps: float = 25.0, seconds:
             lm = _rotate(lm, yaw, pitch, roll)
         frames.append(lm)
     return np.stack(frames).astype(np.float32)
+
+
+def talking_motion(avatar_lm: np.ndarray, mouth_motion: np.ndarray, fps: float = 25.0, seed: int = 0) -> np.ndarray:
+    """The avatar's face speaking: its jaw and mouth moved by mouth-space motion (T, 37, 2) from the
+    audio model, starting from its lips closed (``rest_face``: silence is a closed, still mouth), plus
+    natural blinks (every 2-6 s, 0.25 s long) and a small, slow head motion (a few degrees), both
+    procedural. Returns (T, 68, 2)."""
+    from synth.audio.mouth import apply_mouth_motion, rest_face
+
+    faces = apply_mouth_motion(rest_face(avatar_lm), mouth_motion)
+    n = len(faces)
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fps
+    blink = np.zeros(n)
+    bt = rng.uniform(0.5, 2.5)
+    while bt < n / fps:
+        blink = np.maximum(blink, np.clip(1 - np.abs(t - bt) / 0.12, 0, 1))
+        bt += rng.uniform(2.0, 6.0)
+    # head: sums of slow incommensurate sines, random phases; ≤ ~3° yaw, ~2° pitch, ~1.5° roll
+    ph = rng.uniform(0, 2 * np.pi, 6)
+    yaw = 0.035 * np.sin(2 * np.pi * 0.13 * t + ph[0]) + 0.015 * np.sin(2 * np.pi * 0.31 * t + ph[1])
+    pitch = 0.025 * np.sin(2 * np.pi * 0.21 * t + ph[2]) + 0.01 * np.sin(2 * np.pi * 0.47 * t + ph[3])
+    roll = 0.02 * np.sin(2 * np.pi * 0.09 * t + ph[4]) + 0.008 * np.sin(2 * np.pi * 0.37 * t + ph[5])
+    for i in range(n):
+        faces[i] = _rotate(_blink(faces[i], blink[i]), yaw[i], pitch[i], roll[i])
+    return faces

@@ -53,6 +53,15 @@ def clip_box(landmark_seq: np.ndarray, scale: float = DEFAULT_SCALE) -> CropBox:
     return CropBox(cx, cy, side)
 
 
+def face_scale(lm: np.ndarray) -> float:
+    """A pose-stable face size: distance between the eye centres plus eye-to-mouth distance."""
+    eyes = (lm[36:42].mean(0), lm[42:48].mean(0))
+    mouth = lm[48:60].mean(0)
+    iod = float(np.linalg.norm(eyes[0] - eyes[1]))
+    em = float(np.linalg.norm((eyes[0] + eyes[1]) / 2 - mouth))
+    return iod + em
+
+
 def apply_affine(points: np.ndarray, M: np.ndarray) -> np.ndarray:
     """Map (N, 2) points through a 2×3 affine."""
     pts = np.asarray(points, dtype=np.float64)
