@@ -97,6 +97,23 @@ def h264_roundtrip(frames: np.ndarray, crf: int, size: int = 256, fps: float = 2
     return resize_to(decoded, src)
 
 
+def chain_roundtrip(frames: np.ndarray, crf: int = 28, size: int = 128, brightness: float = 0.08) -> np.ndarray:
+    """The re-uploader's chain on crops: brightened by ``brightness`` (ffmpeg ``eq``), shrunk to ``size`` px
+    (about half of th's 256 px output), H.264 at ``crf``; returned at the crops' own size."""
+    bright = np.clip(frames.astype(np.int16) + round(brightness * 255), 0, 255).astype(np.uint8)
+    return h264_roundtrip(bright, crf, size=size)
+
+
+def family(source: str) -> str:
+    """The artefact family of a sample's source tag: real, warp, blend, sbi, ae or gen (our generators)."""
+    if source.startswith("real"):
+        return "real"
+    for fam in ("warp", "sbi", "ae"):
+        if source.startswith(fam):
+            return fam
+    return "blend" if ":blend" in source else "gen"
+
+
 def generate_fakes(model, frames: np.ndarray, landmarks: np.ndarray, driver_landmarks: np.ndarray,
                    k_shot: int, steps: int, seed: int, n_frames: int | None = None,
                    self_driven: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -183,18 +200,21 @@ def build_samples(
     crfs: tuple[int, ...] = (23, 28, 35),
     test_crf: int = 28,
     other_tools: bool = True,
+    pseudo: bool = True,
     log: Callable[[str], None] = print,
 ) -> Samples:
     """All real and fake crops (see module docstring), tagged with split, clip and source.
 
     Every ``finetune_every``-th clip is enrolled with ``finetune_steps`` of fine-tuning (else feed-forward);
-    every ``h264_every``-th clip of train/val also goes through H.264 at a CRF from ``crfs``; every test clip
-    also goes through H.264 at ``test_crf`` (the report's compressed condition). ``other_tools`` adds
-    warp and blended fakes (``other_tool_fakes``) so the detector does not only learn our generator's
-    fully synthetic crops.
+    every ``h264_every``-th clip of train/val also goes through H.264 at a CRF from ``crfs``, and another
+    share through the re-uploader's chain (``chain_roundtrip``) — both classes alike, so neither the codec
+    nor the resolution tells them apart; every test clip goes through both (the report's compressed
+    conditions). ``other_tools`` adds warp and blended fakes (``other_tool_fakes``); ``pseudo`` adds the
+    pseudo-fake families of ``detect.pseudo`` (self-blended images, autoencoder up-sampling traces).
     """
     import torch
 
+    from detect import pseudo as pz
     from synth.avatar.model import TalkingHeadModel
     from synth.train.shards import load_prepared
 
@@ -205,6 +225,10 @@ def build_samples(
     parts: list[Samples] = []
     rng = np.random.default_rng(seed)
     by_split = {s: [c for c in clips if split.of(c.identity) == s] for s in SPLITS}
+    aes = {}
+    if pseudo:
+        train_real = np.concatenate([c.frames[::4] for c in by_split["train"]] or [clips[0].frames])
+        aes = pz.train_autoencoders(train_real, seed, log=log)
     for sname, group in by_split.items():
         for i, clip in enumerate(group):
             others = [c for c in group if c.identity != clip.identity] or [c for c in clips if c.identity != clip.identity]
@@ -218,19 +242,30 @@ def build_samples(
                                            clip_seed, fake_frames, self_driven=n_self)
             real = resize_to(clip.frames, input_size)
             tag = f"{Path(models[m]).stem}:{'ft' + str(steps) if steps else 'ff'}"
+            fakes: list[tuple[np.ndarray, str]] = []  # (crops at prepared size or model size, source tag)
             if other_tools:
                 n_drv = len(fake) - n_self
                 driven = fake_lm[:n_drv] * (clip.frames.shape[1] / fake.shape[1])
                 warped, blended = other_tool_fakes(clip.frames, clip.landmarks, driven[::2], fake[n_drv:], n_self)
-                parts += [_tagged(resize_to(warped, input_size), 1, sname, clip.key, "warp"),
-                          _tagged(resize_to(blended, input_size), 1, sname, clip.key, f"{tag}:blend")]
+                fakes += [(warped, "warp"), (blended, f"{tag}:blend")]
                 fake = fake[:n_drv]
-            fake = resize_to(fake, input_size)
-            parts += [_tagged(real, 0, sname, clip.key, "real"), _tagged(fake, 1, sname, clip.key, tag)]
+            fakes.append((fake, tag))
+            if pseudo:
+                pick = np.linspace(0, len(clip.frames) - 1, max(1, fake_frames // 2)).round().astype(int)
+                fakes.append((pz.self_blended(clip.frames[pick], clip.landmarks[pick], clip_seed), "sbi"))
+                kind = pz.AE_KINDS[(i + SPLITS.index(sname)) % len(pz.AE_KINDS)]
+                fakes.append((pz.reconstructed(clip.frames[pick[::-1]], aes[kind]), f"ae-{kind}"))
+            parts.append(_tagged(real, 0, sname, clip.key, "real"))
+            parts += [_tagged(f, 1, sname, clip.key, t, input_size) for f, t in fakes]
             if sname == "test" or i % h264_every == 0:
                 crf = test_crf if sname == "test" else crfs[int(rng.integers(len(crfs)))]
-                parts += [_tagged(h264_roundtrip(clip.frames, crf), 0, sname, clip.key, f"real:h264crf{crf}", input_size),
-                          _tagged(h264_roundtrip(fake, crf), 1, sname, clip.key, f"{tag}:h264crf{crf}")]
+                parts.append(_tagged(h264_roundtrip(clip.frames, crf), 0, sname, clip.key, f"real:h264crf{crf}", input_size))
+                parts += [_tagged(h264_roundtrip(f, crf), 1, sname, clip.key, f"{t}:h264crf{crf}", input_size)
+                          for f, t in fakes]
+            if sname == "test" or i % h264_every == 1:
+                parts.append(_tagged(chain_roundtrip(clip.frames), 0, sname, clip.key, "real:chain", input_size))
+                parts += [_tagged(chain_roundtrip(f), 1, sname, clip.key, f"{t}:chain", input_size)
+                          for f, t in fakes]
         log(f"{sname}: {len(group)} clips done")
     return Samples.concat(parts)
 

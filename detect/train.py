@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detect import metrics
-from detect.data import Samples, augment, build_samples, split_identities
+from detect.data import Samples, augment, build_samples, family, split_identities
 from detect.model import DEFAULT_ARCH, DEFAULT_INPUT, Detector, DetectorSpec, build_network
 from synth.avatar.bundled import file_sha256
 from synth.errors import UserError
@@ -49,6 +49,7 @@ class TrainConfig:
     finetune_steps: int = 6
     test_crf: int = 28
     ckpt_every: int = 50
+    exclude_families: tuple[str, ...] = ()  # fake families left out of training (leave-one-family-out runs)
     notes: list[str] = field(default_factory=list)
 
 
@@ -117,6 +118,8 @@ def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], Non
     from synth.train.checkpoint import CheckpointDir
 
     tr = data.split == "train"
+    if cfg.exclude_families:
+        tr &= ~np.isin([family(s) for s in data.source], list(cfg.exclude_families))
     real = np.flatnonzero(tr & (data.label == 0))
     fake = np.flatnonzero(tr & (data.label == 1))
     if len(real) == 0 or len(fake) == 0:
@@ -173,22 +176,31 @@ def calibration_scores(det: Detector, data: Samples, copies: int, seed: int) -> 
 
 
 def evaluate(det: Detector, data: Samples, fpr: float, test_crf: int, seed: int, copies: int = 2) -> dict:
-    """Calibrate on val real frames (``calibration_scores``); report val and test (raw / H.264) metrics."""
+    """Calibrate on val real frames (``calibration_scores``); report val and test metrics: raw, after
+    H.264 at ``test_crf``, after the re-uploader's chain, and the test fakes of each family against all
+    test real frames (the leave-one-family-out view when that family was excluded from training)."""
     probs = np.full(len(data.label), np.nan)
     held = data.split != "train"
     probs[held] = det.probabilities(data.crops[held])
     h264 = np.array([":h264" in s for s in data.source])
+    chain = np.array([s.endswith(":chain") for s in data.source])
+    fam = np.array([family(s) for s in data.source])
     val = data.split == "val"
+    test = data.split == "test"
     threshold = metrics.threshold_at_fpr(calibration_scores(det, data, copies, seed), fpr)
     out: dict = {"threshold": threshold,
                  "calibrated_on": f"val identities' real frames (raw, H.264, + {copies} augmented copies), {fpr:g} FPR"}
     sets = {
         "val": val,
-        "test_raw": (data.split == "test") & ~h264,
-        f"test_h264_crf{test_crf}": (data.split == "test") & h264,
+        "test_raw": test & ~h264 & ~chain,
+        f"test_h264_crf{test_crf}": test & h264,
+        "test_chain": test & chain,
     }
     for name, m in sets.items():
         out[name] = metrics.summary(probs[m & (data.label == 0)], probs[m & (data.label == 1)], threshold, fpr)
+    real_test = probs[test & (data.label == 0)]
+    out["test_by_family"] = {f: metrics.summary(real_test, probs[test & (fam == f)], threshold, fpr)
+                             for f in sorted(set(fam[test & (data.label == 1)]))}
     return out
 
 
@@ -198,7 +210,7 @@ def load_or_build(out_dir: Path, cfg: TrainConfig, split, log: Callable[[str], N
                           "input": cfg.input_size, "seed": cfg.seed, "split": asdict(split)["test"],
                           "val": asdict(split)["val"], "fake_frames": cfg.fake_frames,
                           "ft": [cfg.finetune_every, cfg.finetune_steps], "crf": cfg.test_crf,
-                          "kinds": "generated+warp+blend"}, sort_keys=True)
+                          "kinds": "generated+warp+blend+sbi+ae, h264+chain on both classes"}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     cache = out_dir / f"samples-{key}.npz"
     if cache.is_file():
@@ -208,7 +220,8 @@ def load_or_build(out_dir: Path, cfg: TrainConfig, split, log: Callable[[str], N
                            z["source"].astype(object)), key
     data = build_samples(Path(cfg.prepared), [Path(m) for m in cfg.models], split, cfg.input_size, cfg.seed,
                          fake_frames=cfg.fake_frames, finetune_every=cfg.finetune_every,
-                         finetune_steps=cfg.finetune_steps, test_crf=cfg.test_crf, log=log)
+                         finetune_steps=cfg.finetune_steps,
+                         test_crf=cfg.test_crf, log=log)
     from synth.media.atomic import atomic_path
 
     with atomic_path(cache, force=True) as tmp, open(tmp, "wb") as fh:

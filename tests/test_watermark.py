@@ -160,10 +160,11 @@ def th_outputs(tmp_path_factory):
 @pytest.mark.parametrize("chain", ["chain", pytest.param("chain-strong", marks=pytest.mark.xfail(
     reason="crop 80 % + ⅓ + CRF 32 (68 px): below the design's reach, measured in docs/PROVENANCE.md"))])
 @pytest.mark.parametrize("which", range(len(TH_OUTPUTS)))
-def test_reuploaded_th_output_is_stripped_with_its_payload(th_outputs, tmp_path, chain, which):
+def test_reuploaded_th_output_is_stripped_with_its_payload(th_outputs, tmp_path, monkeypatch, chain, which):
     from provenance import verify
 
     src = th_outputs[which]
+    monkeypatch.setenv("TH_HOME", str(src.parent / "home"))  # the signer's own trust anchor: "signed", trusted
     signed = verify.verify_file(src)
     assert signed.verdict == "signed"
     out = attacks.chain_video(src, tmp_path / f"{src.stem}.{chain}.mp4", chain)

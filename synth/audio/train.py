@@ -10,7 +10,6 @@ a resumed run continues exactly as an uninterrupted one. At the end the weights 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from synth.audio.model import AudioModelConfig, AudioToLandmarks, stack_features
 from synth.audio.mouth import JAW, N_MOVING, apply_mouth_motion, opening
 from synth.errors import UserError
 from synth.media.atomic import atomic_path
-from synth.train.checkpoint import _flatten_optimizer, _unflatten_optimizer, read_metadata
+from synth.train.checkpoint import CheckpointDir, flatten_optimizer, read_metadata, read_tensors, unflatten_optimizer
 
 FORMAT = "th-audio-train"
 MODEL_FORMAT = "th-audio-model"
@@ -216,23 +215,21 @@ def data_stats(clips: list[ClipData]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def save_checkpoint(run: Path, step: int, model: AudioToLandmarks, ema: AudioToLandmarks,
                     opt: torch.optim.Optimizer, train_cfg: AudioTrainConfig, info: dict) -> Path:
-    ckpt_dir = run / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"{name}/{k}": v.detach().cpu().contiguous().clone()
                for name, mod in (("model", model), ("ema", ema)) for k, v in mod.state_dict().items()}
-    t, m = _flatten_optimizer("opt", opt.state_dict())
+    t, m = flatten_optimizer("opt", opt.state_dict())
     tensors.update(t)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "step": str(step),
             "model_config": model.config.to_json(), "train_config": train_cfg.to_json(),
             "optimizer": json.dumps(m), "info": json.dumps(info)}
-    dest = ckpt_dir / f"ckpt-{step:08d}.safetensors"
-    with atomic_path(dest, force=True) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o644)
-    old = sorted(ckpt_dir.glob("ckpt-*.safetensors"))
-    for p in old[:-KEEP]:
-        p.unlink(missing_ok=True)
-    return dest
+    return CheckpointDir(run / "checkpoints", keep=KEEP).save(step, tensors, meta)
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors, meta = read_tensors(path)
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path}: not a th audio training checkpoint")
+    return tensors, meta
 
 
 def export_model(model: AudioToLandmarks, dest: Path, info: dict, force: bool = True) -> Path:
@@ -296,18 +293,15 @@ def train(run: Path, train_clips: list[ClipData], val_clips: list[ClipData], cfg
     model = AudioToLandmarks(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = AudioToLandmarks(model_cfg).requires_grad_(False)
-    ckpts = sorted((run / "checkpoints").glob("ckpt-*.safetensors"))
+    saved = CheckpointDir(run / "checkpoints", keep=KEEP).load_latest(_read_checkpoint)
     step = 0
-    if ckpts:
-        meta = read_metadata(ckpts[-1])
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{ckpts[-1]}: not a th audio training checkpoint")
+    if saved is not None:
+        tensors, meta = saved
         if AudioModelConfig.from_json(meta["model_config"]) != model_cfg:
             raise UserError(f"{run}: was started with another model config; use a new run folder")
-        tensors = load_file(str(ckpts[-1]))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
-        opt.load_state_dict(_unflatten_optimizer("opt", tensors, json.loads(meta["optimizer"])))
+        opt.load_state_dict(unflatten_optimizer("opt", tensors, json.loads(meta["optimizer"])))
         step = int(meta["step"])
     else:
         mean, std, out_std = data_stats(train_clips)
