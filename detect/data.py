@@ -293,11 +293,11 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         img = cv2.warpAffine(img, M, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if rng.random() < 0.5:
         img = cv2.flip(img, 1)
-    if rng.random() < 0.4:  # the face was smaller in its source video
+    if rng.random() < 0.25:  # the face was smaller in its source video
         k = rng.uniform(0.35, 0.9)
         small = cv2.resize(img, (max(8, round(s * k)),) * 2, interpolation=cv2.INTER_AREA)
         img = cv2.resize(small, (s, s), interpolation=[cv2.INTER_LINEAR, cv2.INTER_CUBIC][int(rng.integers(2))])
-    if rng.random() < 0.2:
+    if rng.random() < 0.1:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.5))
     f = img.astype(np.float32)
     if rng.random() < 0.5:  # brightness, contrast, saturation, per-channel gain
@@ -306,10 +306,10 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         grey = f.mean(axis=2, keepdims=True)
         f = grey + (f - grey) * rng.uniform(0.7, 1.3)
         f = f * rng.uniform(0.93, 1.07, 3)[None, None]
-    if rng.random() < 0.25:
+    if rng.random() < 0.15:
         f = f + rng.normal(0, rng.uniform(1, 6), f.shape)
     img = np.clip(f + 0.5, 0, 255).astype(np.uint8)
-    if rng.random() < 0.6:
-        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 96))])
+    if rng.random() < 0.3:  # real H.264 and the chain are in the data itself
+        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(50, 96))])
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
     return np.ascontiguousarray(img)

@@ -40,34 +40,46 @@ def file_level(real: list[FileScore], fake: list[FileScore], threshold: float) -
             "per_file": {Path(r.path).name: r.score for r in real + fake}}
 
 
-def watermarked_outputs(card: dict, det: Detector, out: Path, n: int = 4) -> dict:
-    """Fakes of test identities written through provenance.write (watermark + C2PA, 256 px like th animate),
-    then each re-encoded at CRF 28; scored as files."""
+def th_outputs(card: dict, det: Detector, out: Path, n: int = 8) -> dict:
+    """Fakes of the test identities by the bundled (first) generator, feed-forward, each driven by the next
+    test clip, 256 px like th animate, scored as files in three conditions: ``signed`` — written through
+    provenance.write (watermark + C2PA, what th ships); ``crf28`` — that file re-encoded at CRF 28;
+    ``chain`` — the same frames written *without* the watermark, then through the re-uploader's chain
+    (crop 90 %, ½, brightness, CRF 28: ``provenance.attacks.chain_video``)."""
     from detect.data import generate_fakes, resize_to
-    from provenance.attacks import attack_video
+    from provenance.attacks import attack_video, chain_video
     from provenance.manifest import GenerationFacts
     from provenance.write import write_video
     from synth.avatar.model import TalkingHeadModel
+    from synth.media.video import VideoWriter
     from synth.train.shards import load_prepared
 
     clips = load_prepared(card["config"]["prepared"], identities=set(card["splits"]["test"]))[:n + 1]
-    model_path = card["config"]["models"][-1]
+    model_path = card["config"]["models"][0]
     net = TalkingHeadModel.load(model_path)
-    signed, crf28 = [], []
+    rows: dict[str, list[FileScore]] = {"signed": [], "crf28": [], "chain": []}
     for i in range(min(n, len(clips) - 1)):
         fake, _ = generate_fakes(net, clips[i].frames, clips[i].landmarks, clips[i + 1].landmarks, 4, 0, i)
+        frames = list(resize_to(fake, 256))
         dest = out / f"th_{clips[i].key}.mp4"
-        write_video(list(resize_to(fake, 256)), dest, 25.0, GenerationFacts.current(), force=True)
-        signed.append(score_file(dest, det))
-        crf28.append(score_file(attack_video(dest, out / f"th_{clips[i].key}_crf28.mp4", "crf28"), det))
-    thr = det.spec.threshold
+        write_video(frames, dest, 25.0, GenerationFacts.current(), force=True)
+        rows["signed"].append(score_file(dest, det))
+        rows["crf28"].append(score_file(attack_video(dest, out / f"th_{clips[i].key}_crf28.mp4", "crf28"), det))
+        # unwatermarked generated pixels: only in this run's private temporary folder, deleted once scored
+        raw, chained = out / f"raw_{clips[i].key}.mp4", out / f"raw_{clips[i].key}_chain.mp4"
+        with VideoWriter(raw, 25.0, (256, 256)) as w:
+            for f in frames:
+                w.write(f)
+        rows["chain"].append(score_file(chain_video(raw, chained), det))
+        raw.unlink()
+        chained.unlink()
 
     def show(rs: list[FileScore]) -> dict:
         return {Path(r.path).name: {"score": r.score, "flagged": r.synthetic, "faces": r.faces} for r in rs}
 
-    return {"model": model_path, "threshold": thr, "signed": show(signed), "crf28": show(crf28),
-            "flagged_signed": sum(r.synthetic for r in signed), "flagged_crf28": sum(r.synthetic for r in crf28),
-            "n": len(signed)}
+    return {"model": model_path, "threshold": det.spec.threshold, "n": len(rows["signed"]),
+            **{k: show(v) for k, v in rows.items()},
+            **{f"flagged_{k}": sum(r.synthetic for r in v) for k, v in rows.items()}}
 
 
 def throughput(det: Detector, sample: Path) -> dict:
@@ -141,7 +153,7 @@ def run(card_path: Path, out_json: Path, shared: Path) -> dict:
     report = {"card": card["id"], "threshold": det.spec.threshold,
               "foreign_vs_heldout_real": file_level(real, foreign, det.spec.threshold)}
     with tempfile.TemporaryDirectory(prefix="th-detect-eval-") as tmp:
-        report["th_outputs"] = watermarked_outputs(card, det, Path(tmp))
+        report["th_outputs"] = th_outputs(card, det, Path(tmp))
     report["throughput"] = throughput(det, shared / next(r["file"] for r in rows if r["kind"] == "clip"
                                                         and r["identity"] in test_ids))
     atomic_write_bytes(out_json, (json.dumps(report, indent=2) + "\n").encode(), force=True)

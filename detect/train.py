@@ -69,9 +69,17 @@ def lr_at(step: int, total: int, base: float, warmup: int = 30) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def batch_indices(real: np.ndarray, fake: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """Half real, half fake: the classes are balanced whatever the sample counts."""
-    return np.concatenate([rng.choice(real, batch // 2), rng.choice(fake, batch - batch // 2)])
+def batch_indices(real: np.ndarray, fake: np.ndarray, batch: int, rng: np.random.Generator,
+                  shipped: np.ndarray | None = None) -> np.ndarray:
+    """Half real, half fake: the classes are balanced whatever the sample counts. With ``shipped`` (the fakes
+    made the way th ships them, family ``gen``), half of the fakes come from it and half from all the
+    fake families: what th writes is never a minority of a batch."""
+    n_fake = batch - batch // 2
+    if shipped is None or len(shipped) == 0:
+        fakes = rng.choice(fake, n_fake)
+    else:
+        fakes = np.concatenate([rng.choice(shipped, n_fake // 2), rng.choice(fake, n_fake - n_fake // 2)])
+    return np.concatenate([rng.choice(real, batch // 2), fakes])
 
 
 STATE_FORMAT = "th-detector-train-state"
@@ -122,6 +130,7 @@ def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], Non
         tr &= ~np.isin([family(s) for s in data.source], list(cfg.exclude_families))
     real = np.flatnonzero(tr & (data.label == 0))
     fake = np.flatnonzero(tr & (data.label == 1))
+    shipped = np.flatnonzero(tr & (data.label == 1) & np.array([family(s) == "gen" for s in data.source]))
     if len(real) == 0 or len(fake) == 0:
         raise UserError("the train split needs both real and generated frames")
     net = det.net.train()
@@ -143,7 +152,7 @@ def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], Non
     for step in range(start, cfg.steps):
         rng = np.random.default_rng([cfg.seed, step])  # per-step reseeding: deterministic from (seed, step)
         torch.manual_seed(cfg.seed * 1_000_003 + step)
-        idx = batch_indices(real, fake, cfg.batch, rng)
+        idx = batch_indices(real, fake, cfg.batch, rng, shipped)
         crops = np.stack([augment(data.crops[i], rng) for i in idx])
         y = torch.from_numpy(data.label[idx]).float()
         for group in opt.param_groups:

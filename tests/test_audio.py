@@ -237,6 +237,68 @@ def test_training_resumes_exactly_and_learns(tmp_path, unit_face):
     assert after["val_mouth_dist"] < before["val_mouth_dist"]
 
 
+def test_truncated_latest_audio_checkpoint_falls_back_to_the_one_before(tmp_path, unit_face, capfd):
+    """A damaged newest training state (a crash mid-copy, a full disk) is skipped with a warning and the run
+    resumes from the previous one, then finishes as an uninterrupted run would (issue #17)."""
+    from dataclasses import replace
+
+    from synth.audio.train import AudioTrainConfig, load_model, train
+
+    clips = [synthetic_clip(unit_face, f"c{i}", f"id{i}", 6.0, seed=i) for i in range(3)]
+    cfg = replace(AudioTrainConfig(steps=6, batch=4, window=32, checkpoint_every=2, eval_every=3), lr=3e-3)
+    a = train(tmp_path / "a", clips, [], cfg, PRESETS["tiny"], {})
+    assert train(tmp_path / "b", clips, [], cfg, PRESETS["tiny"], {}, until=4) is None
+    ckpts = sorted((tmp_path / "b" / "checkpoints").glob("ckpt-*.safetensors"))
+    assert ckpts[-1].name == "ckpt-00000004.safetensors"
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[: ckpts[-1].stat().st_size // 3])
+    b = train(tmp_path / "b", clips, [], cfg, PRESETS["tiny"], {})
+    assert "ckpt-00000004.safetensors cannot be read" in capfd.readouterr().err
+    for (k, va), vb in zip(load_model(a).state_dict().items(), load_model(b).state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_sigkilled_audio_training_resumes(tmp_path, unit_face):
+    """`th audio train` killed by SIGKILL after its first checkpoint: the same command resumes from it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    metas = []
+    for i in range(3):
+        c = synthetic_clip(unit_face, f"k{i}", f"id{i}", 6.0, seed=i)
+        wav = write_wav(tmp_path / f"k{i}.wav", syllables(6.0, seed=i))
+        c.meta.update({"license": "MIT", "seconds": 6.0, "path": str(wav), "clip": wav.name})
+        c.rms_db = F.frame_rms_db(F.read_audio(wav), 25, len(c))
+        c.save(data / "clips" / f"k{i}.npz")
+        metas.append(c.meta)
+    (data / "index.json").write_text(json.dumps({"version": 1, "clips": metas, "skipped": [], "offsets": {}}))
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "thcli", "audio", "train", str(data), str(run), "--preset", "tiny",
+            "--steps", "4000", "--threads", "1"]
+    env = {**os.environ, "TH_THREADS": "1"}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((run / "checkpoints").glob("ckpt-*.safetensors")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sorted((run / "checkpoints").glob("ckpt-*.safetensors"))
+    assert saved, "no checkpoint within 240 s"
+    step = int(saved[-1].stem.split("-")[1])
+    r = run_th("audio", "train", data, run, "--preset", "tiny", "--steps", str(step + 2), "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert (run / "audio-model.safetensors").is_file()
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    assert max(e.get("step", 0) for e in log) >= step + 1
+
+
 # --- sync and eval ---
 
 def test_offset_estimate_finds_a_shifted_clip(unit_face):

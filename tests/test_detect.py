@@ -151,3 +151,37 @@ def test_library_bad_inputs(detector, tmp_path):
     save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "something-else"})
     with pytest.raises(UserError, match="not th detector weights"):
         Detector.load(other)
+
+
+def test_real_footage_through_the_fake_encode_path_is_not_flagged(detector):
+    """The shortcut check: real crops sent through exactly the encode paths the fakes of the training data
+    took (H.264 at several CRFs, the re-uploader's chain) must stay below the threshold. A detector that
+    had learnt the codec or the resolution instead of the face would flag them."""
+    from detect.data import chain_roundtrip, h264_roundtrip, resize_to
+
+    real, _ = clip_crops(REAL_CLIP, 8, 256)
+    for name, crops in [("h264 crf23", h264_roundtrip(real, 23)), ("h264 crf35", h264_roundtrip(real, 35)),
+                        ("chain", chain_roundtrip(real))]:
+        p = detector.probabilities(resize_to(crops, detector.spec.input_size))
+        assert np.median(p) < detector.spec.threshold, (name, p)
+
+
+def test_pseudo_fake_families_change_only_what_they_claim():
+    """Self-blended images differ from the frame inside the face only; autoencoder reconstructions keep the
+    face (close to the input) but are not the input; both are deterministic for a seed."""
+    from detect import pseudo
+
+    real, lm = clip_crops(REAL_CLIP, 4, 256)
+    sbi = pseudo.self_blended(real, lm, seed=3)
+    assert sbi.shape == real.shape and sbi.dtype == np.uint8
+    assert np.array_equal(sbi, pseudo.self_blended(real, lm, seed=3))
+    diff = np.abs(sbi.astype(int) - real.astype(int)).max(axis=3)
+    x0, y0 = lm[:, :, 0].min(), lm[:, :, 1].min()
+    assert diff[:, :8, :].max() == 0 and diff[:, :, :8].max() == 0  # the frame's corners are the real frame
+    assert diff[:, int(y0):, int(x0):].mean() > 1.0  # the face has changed
+    nets = pseudo.train_autoencoders(real, seed=0, steps=30)
+    assert set(nets) == set(pseudo.AE_KINDS)
+    for net in nets.values():
+        rec = pseudo.reconstructed(real, net)
+        assert rec.shape == real.shape and not np.array_equal(rec, real)
+        assert np.abs(rec.astype(float) - real).mean() < 60  # a reconstruction, not noise

@@ -297,6 +297,10 @@ def test_bad_avatars_and_photos(tmp_path, tiny_model, clip_parts, prepared3):
                                                      "--model", tiny_model))
     assert (tmp_path / "exists.mp4").read_bytes() == b"keep"
     assert "built-in motion" in one_line(run_th("animate", good, "dance", "-o", tmp_path / "d.mp4", "--model", tiny_model))
+    for seconds in ("0", "-2"):  # a zero-length motion is an error, not a one-frame file
+        assert "--seconds must be > 0" in one_line(run_th("animate", good, "talk", "-o", tmp_path / "z.mp4",
+                                                          "--seconds", seconds, "--model", tiny_model))
+    assert not (tmp_path / "z.mp4").exists()
     assert not list(tmp_path.glob("*.part*")) and not list(tmp_path.glob(".*"))
 
 

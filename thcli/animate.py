@@ -59,6 +59,8 @@ def animate(
         raise UserError("--size must be an even number ≥ 128 (smaller frames cannot carry the watermark)")
     if (driver is None) == (audio_from is None):
         raise UserError("give a DRIVER or --audio-from VIDEO (one of them)")
+    if not seconds > 0:
+        raise UserError(f"--seconds must be > 0 (got {seconds:g}): the length of a built-in motion")
     if audio_from is not None or is_audio_path(driver or ""):
         check_audio(Path(audio_from or driver or ""))  # before any slow work: no audio stream = one clear line
     check_writable(out, force)
