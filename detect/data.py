@@ -201,6 +201,7 @@ def build_samples(
     test_crf: int = 28,
     other_tools: bool = True,
     pseudo: bool = True,
+    ae_steps: int = 250,
     log: Callable[[str], None] = print,
 ) -> Samples:
     """All real and fake crops (see module docstring), tagged with split, clip and source.
@@ -228,7 +229,7 @@ def build_samples(
     aes = {}
     if pseudo:
         train_real = np.concatenate([c.frames[::4] for c in by_split["train"]] or [clips[0].frames])
-        aes = pz.train_autoencoders(train_real, seed, log=log)
+        aes = pz.train_autoencoders(train_real, seed, steps=ae_steps, log=log)
     for sname, group in by_split.items():
         for i, clip in enumerate(group):
             others = [c for c in group if c.identity != clip.identity] or [c for c in clips if c.identity != clip.identity]

@@ -49,6 +49,7 @@ class TrainConfig:
     finetune_steps: int = 6
     test_crf: int = 28
     ckpt_every: int = 50
+    ae_steps: int = 250  # fitting steps of each pseudo-fake autoencoder (detect.pseudo)
     exclude_families: tuple[str, ...] = ()  # fake families left out of training (leave-one-family-out runs)
     notes: list[str] = field(default_factory=list)
 
@@ -219,6 +220,7 @@ def load_or_build(out_dir: Path, cfg: TrainConfig, split, log: Callable[[str], N
                           "input": cfg.input_size, "seed": cfg.seed, "split": asdict(split)["test"],
                           "val": asdict(split)["val"], "fake_frames": cfg.fake_frames,
                           "ft": [cfg.finetune_every, cfg.finetune_steps], "crf": cfg.test_crf,
+                          **({"ae_steps": cfg.ae_steps} if cfg.ae_steps != 250 else {}),
                           "kinds": "generated+warp+blend+sbi+ae, h264+chain on both classes"}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     cache = out_dir / f"samples-{key}.npz"
@@ -229,7 +231,7 @@ def load_or_build(out_dir: Path, cfg: TrainConfig, split, log: Callable[[str], N
                            z["source"].astype(object)), key
     data = build_samples(Path(cfg.prepared), [Path(m) for m in cfg.models], split, cfg.input_size, cfg.seed,
                          fake_frames=cfg.fake_frames, finetune_every=cfg.finetune_every,
-                         finetune_steps=cfg.finetune_steps,
+                         finetune_steps=cfg.finetune_steps, ae_steps=cfg.ae_steps,
                          test_crf=cfg.test_crf, log=log)
     from synth.media.atomic import atomic_path
 

@@ -310,7 +310,7 @@ def test_sigkill_during_detect_train_then_resume(tmp_path, th_home, prepared3, t
     ids.write_text(index["clips"][0]["identity"] + "\n")
     out = tmp_path / "det"
     args = ("detect", "train", out, "--real", prepared3, "--model", tiny_model, "--steps", "80", "--batch", "4",
-            "--input-size", "64", "--fake-frames", "4", "--test-identities", ids, "--ckpt-every", "10",
+            "--input-size", "64", "--fake-frames", "4", "--ae-steps", "10", "--test-identities", ids, "--ckpt-every", "10",
             "--threads", "1")
     p = th_popen(*args)
     state = out / "train-state"

@@ -90,6 +90,7 @@ def train(
         help="Identities held out for the test split, one a line (default: models/dev_identities.txt if present).")] = None,
     fake_frames: Annotated[int, typer.Option(help="Generated frames per clip.")] = 16,
     finetune_every: Annotated[int, typer.Option(help="Fine-tune the avatar of every N-th clip (else feed-forward).")] = 4,
+    ae_steps: Annotated[int, typer.Option(help="Fitting steps of each pseudo-fake autoencoder (up-sampling traces).")] = 250,
     exclude_family: Annotated[list[str] | None, typer.Option(
         help="Fake family to leave out of training (repeatable: gen, blend, warp, sbi, ae): leave-one-family-out.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, data and training.")] = 0,
@@ -114,8 +115,8 @@ def train(
         if not ids_file.is_file():
             raise UserError(f"--test-identities {ids_file}: no such file")
         test_ids = tuple(x.strip() for x in ids_file.read_text().splitlines() if x.strip() and not x.startswith("#"))
-    if steps < 1 or batch < 2 or ckpt_every < 1 or finetune_every < 1:
-        raise UserError("--steps, --ckpt-every and --finetune-every must be ≥ 1 and --batch ≥ 2")
+    if steps < 1 or batch < 2 or ckpt_every < 1 or finetune_every < 1 or ae_steps < 1:
+        raise UserError("--steps, --ckpt-every, --finetune-every and --ae-steps must be ≥ 1 and --batch ≥ 2")
     families = ("gen", "blend", "warp", "sbi", "ae")
     for f in exclude_family or []:
         if f not in families:
@@ -123,7 +124,7 @@ def train(
     n = set_threads(threads)
     cfg = TrainConfig(prepared=str(real), models=tuple(str(g) for g in gens), arch=arch, input_size=input_size,
                       steps=steps, batch=batch, seed=seed, test_identities=test_ids, fake_frames=fake_frames,
-                      ckpt_every=ckpt_every, finetune_every=finetune_every,
+                      ckpt_every=ckpt_every, finetune_every=finetune_every, ae_steps=ae_steps,
                       exclude_families=tuple(exclude_family or ()))
     command = shlex.join(["th", "detect", "train", *sys.argv[sys.argv.index("train") + 1:]]) \
         if "train" in sys.argv else "th detect train"
