@@ -69,7 +69,7 @@ def verify(path: Path, env: dict) -> dict:
 def make_outputs(work: Path, env: dict, steps: int, demo_steps: int, seconds: float) -> tuple[list[Path], list[Path]]:
     """The th outputs (videos, stills), made once."""
     from skimage import data
-    from synth.video import write_image
+    from synth.media.video import write_image
 
     videos, stills = [], []
     astronaut = work / "astronaut.png"
@@ -101,7 +101,7 @@ def make_outputs(work: Path, env: dict, steps: int, demo_steps: int, seconds: fl
 
 def main() -> None:
     import numpy as np
-    from synth.video import probe, read_image
+    from synth.media.video import probe, read_image
 
     from provenance import attacks
 
