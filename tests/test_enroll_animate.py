@@ -304,6 +304,18 @@ def test_bad_avatars_and_photos(tmp_path, tiny_model, clip_parts, prepared3):
     assert not list(tmp_path.glob("*.part*")) and not list(tmp_path.glob(".*"))
 
 
+def test_full_frame_of_an_odd_sized_photo(tmp_path, tiny_model, astronaut):
+    """A 511×383 photo (odd sides, which H.264 4:2:0 cannot store) animates full-frame at 510×382."""
+    photo = tmp_path / "odd.png"
+    write_image(photo, astronaut[:383, :511])
+    out = tmp_path / "odd.mp4"
+    r = run_th("animate", photo, "talk", "-o", out, "--model", tiny_model, "--steps", "0", "--full-frame",
+               "--seconds", "0.4")
+    assert r.returncode == 0, r.stderr
+    info = probe(out)
+    assert (info.width, info.height) == (510, 382)
+
+
 def test_full_frame_output_is_the_photo_with_the_face_animated(tmp_path, tiny_model, astronaut):
     photo = tmp_path / "astro.png"
     write_image(photo, astronaut)

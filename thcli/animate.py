@@ -95,7 +95,8 @@ def animate(
         if full_frame:
             if av.photo is None or av.photo_affine is None:
                 raise UserError(f"{avatar}: this avatar keeps no photo for --full-frame; re-enroll it")
-            paste = (av.photo, av.photo_affine)
+            h, w = av.photo.shape[:2]  # H.264 4:2:0 needs even sides: an odd photo loses its last row/column
+            paste = (av.photo[: h - h % 2, : w - w % 2], av.photo_affine)
 
         def frames():
             for f in render(net, gen, params.psi, plan.landmarks, size, paste_into=paste,
