@@ -655,8 +655,8 @@ def _geometry(acc: Accumulator) -> tuple[float, list[tuple[float, float, tuple[i
     """(best refined lattice z, candidate geometries [(code fit, scale, offset, gain)] best fit first, at
     most N_CRC_TESTS - 1).
 
-    Candidates come from the breathing sync (videos: its TOP_PEAKS peaks, each refined by the coherent
-    lattice score, plus the raw peaks), from the exhaustive coherent lattice search over every scale of
+    Candidates come from the breathing sync (videos: its best peak refined by the coherent lattice score
+    and the raw best peak; for videos smaller than SMALL_FRAME all TOP_PEAKS peaks refined), from the exhaustive coherent lattice search over every scale of
     LATTICE_SCALES and all shifts (``_lattice_peaks`` on LATTICE_FRAMES frames: a small re-encode whose
     sync is drowned by head motion still shows its lattice), and for stills or static videos from the
     lattice search on the temporal mean. Every candidate, ±1 px around it, and every contrast gain of
@@ -667,26 +667,35 @@ def _geometry(acc: Accumulator) -> tuple[float, list[tuple[float, float, tuple[i
     starts: list = []
     cands: list = []
     if acc.frames >= MIN_SYNC_FRAMES:
-        for z0, s0, off0 in _sync_peaks(acc):
+        small = acc.native < SMALL_FRAME  # a small re-encode: its sync peaks are unreliable, refine them all
+        for i, (z0, s0, off0) in enumerate(_sync_peaks(acc)):
             starts.append((z0, s0, off0))
-            cands.append(_refine(planes, s0, off0))
+            if i == 0 or small:
+                cands.append(_refine(planes, s0, off0))
         if max(c[0] for c in cands) < Z_SYNC_OK and acc.native < SMALL_FRAME:
             few = acc.planes[::max(1, acc.frames // LATTICE_FRAMES)][:LATTICE_FRAMES]
             cands += [_refine(planes, s0, off0) for _, s0, off0 in _lattice_peaks(few)]
     if acc.frames < MIN_SYNC_FRAMES or (max(c[0] for c in cands) < Z_SYNC_OK and acc.motion() < STATIC_MOTION):
         cands += [_refine(planes, s0, off0) for _, s0, off0 in _lattice_peaks([acc.mean()])[:LATTICE_CANDIDATES]]
     scored: dict = {}
-    for _, s, off0 in cands + starts:
+    for _, s, off0 in cands + starts[:1]:  # every refined candidate, and the raw best sync peak
         scaled = [_rescaled(p, s) for p in planes]
+        fits = []
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 off = ((off0[0] + dy) % PERIOD, (off0[1] + dx) % PERIOD)
                 feats = [_features_at(q, off) for q in scaled]
-                key = (round(s, 4), off)
-                for g in GAINS:
-                    fit = _code_fit(_soft_sum(feats, g))
-                    if fit > scored.get(key, (-np.inf,))[0]:
-                        scored[key] = (fit, s, off, g)
+                fits.append((_code_fit(_soft_sum(feats)), off, feats))
+        fit, off, feats = max(fits, key=lambda t: t[0])
+        gain = max(GAINS, key=lambda g: _code_fit(_soft_sum(feats, g)))  # contrast, at the best offset
+        key = (round(s, 4), off)
+        fit = max(fit, _code_fit(_soft_sum(feats, gain)))
+        if fit > scored.get(key, (-np.inf,))[0]:
+            scored[key] = (fit, s, off, gain)
+        for f2, off2, _ in fits:  # the other offsets stay candidates for the CRC trials, at gain 1
+            k2 = (round(s, 4), off2)
+            if k2 not in scored:
+                scored[k2] = (f2, s, off2, 1.0)
     return max(c[0] for c in cands), sorted(scored.values(), key=lambda c: -c[0])[:N_CRC_TESTS - 1]
 
 
