@@ -127,11 +127,12 @@ def fit(det: Detector, data: Samples, cfg: TrainConfig, log: Callable[[str], Non
     from synth.train.checkpoint import CheckpointDir
 
     tr = data.split == "train"
+    fams = np.array([family(s) for s in data.source])
     if cfg.exclude_families:
-        tr &= ~np.isin([family(s) for s in data.source], list(cfg.exclude_families))
+        tr &= ~np.isin(fams, list(cfg.exclude_families))
     real = np.flatnonzero(tr & (data.label == 0))
     fake = np.flatnonzero(tr & (data.label == 1))
-    shipped = np.flatnonzero(tr & (data.label == 1) & np.array([family(s) == "gen" for s in data.source]))
+    shipped = np.flatnonzero(tr & (data.label == 1) & (fams == "gen"))
     if len(real) == 0 or len(fake) == 0:
         raise UserError("the train split needs both real and generated frames")
     net = det.net.train()

@@ -655,13 +655,12 @@ def _geometry(acc: Accumulator) -> tuple[float, list[tuple[float, float, tuple[i
     """(best refined lattice z, candidate geometries [(code fit, scale, offset, gain)] best fit first, at
     most N_CRC_TESTS - 1).
 
-    Candidates come from the breathing sync (videos: its best peak refined by the coherent lattice score
-    and the raw best peak; for videos smaller than SMALL_FRAME all TOP_PEAKS peaks refined), from the exhaustive coherent lattice search over every scale of
-    LATTICE_SCALES and all shifts (``_lattice_peaks`` on LATTICE_FRAMES frames: a small re-encode whose
-    sync is drowned by head motion still shows its lattice), and for stills or static videos from the
-    lattice search on the temporal mean. Every candidate, ±1 px around it, and every contrast gain of
-    GAINS are scored by how well the summed soft decisions fit a code word (no CRC involved); the best
-    distinct geometries are returned for the CRC trials."""
+    Candidates: the breathing sync's best peak refined by the coherent lattice score, and the raw best peak
+    (videos); for videos smaller than SMALL_FRAME all TOP_PEAKS sync peaks refined and, when their sync stays
+    weak, the exhaustive coherent lattice search over LATTICE_SCALES × all shifts on LATTICE_FRAMES frames (head
+    motion drowns the sync of a small re-encode, its lattice still shows); for stills and static videos the
+    lattice search on the temporal mean. Each candidate ±1 px is ranked by how well the summed soft decisions
+    fit a code word (no CRC involved); the contrast gain is chosen at its best offset."""
     step = max(1, acc.frames // REFINE_FRAMES)
     planes = acc.planes[::step][:REFINE_FRAMES]
     starts: list = []
@@ -672,7 +671,7 @@ def _geometry(acc: Accumulator) -> tuple[float, list[tuple[float, float, tuple[i
             starts.append((z0, s0, off0))
             if i == 0 or small:
                 cands.append(_refine(planes, s0, off0))
-        if max(c[0] for c in cands) < Z_SYNC_OK and acc.native < SMALL_FRAME:
+        if small and max(c[0] for c in cands) < Z_SYNC_OK:
             few = acc.planes[::max(1, acc.frames // LATTICE_FRAMES)][:LATTICE_FRAMES]
             cands += [_refine(planes, s0, off0) for _, s0, off0 in _lattice_peaks(few)]
     if acc.frames < MIN_SYNC_FRAMES or (max(c[0] for c in cands) < Z_SYNC_OK and acc.motion() < STATIC_MOTION):
@@ -686,10 +685,9 @@ def _geometry(acc: Accumulator) -> tuple[float, list[tuple[float, float, tuple[i
                 off = ((off0[0] + dy) % PERIOD, (off0[1] + dx) % PERIOD)
                 feats = [_features_at(q, off) for q in scaled]
                 fits.append((_code_fit(_soft_sum(feats)), off, feats))
-        fit, off, feats = max(fits, key=lambda t: t[0])
-        gain = max(GAINS, key=lambda g: _code_fit(_soft_sum(feats, g)))  # contrast, at the best offset
+        _, off, feats = max(fits, key=lambda t: t[0])
+        fit, gain = max((_code_fit(_soft_sum(feats, g)), g) for g in GAINS)  # contrast, at the best offset
         key = (round(s, 4), off)
-        fit = max(fit, _code_fit(_soft_sum(feats, gain)))
         if fit > scored.get(key, (-np.inf,))[0]:
             scored[key] = (fit, s, off, gain)
         for f2, off2, _ in fits:  # the other offsets stay candidates for the CRC trials, at gain 1
