@@ -69,6 +69,7 @@ def verify(path: Path, env: dict) -> dict:
 def make_outputs(work: Path, env: dict, steps: int, demo_steps: int, seconds: float) -> tuple[list[Path], list[Path]]:
     """The th outputs (videos, stills), made once."""
     from skimage import data
+
     from synth.media.video import write_image
 
     videos, stills = [], []
@@ -101,9 +102,9 @@ def make_outputs(work: Path, env: dict, steps: int, demo_steps: int, seconds: fl
 
 def main() -> None:
     import numpy as np
-    from synth.media.video import probe, read_image
 
     from provenance import attacks
+    from synth.media.video import probe, read_image
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/th-bench-chain"))

@@ -67,7 +67,7 @@ class PersonParams:
             return model.fast_generator()
         g = fold_spectral_norm(model.G)
         g.load_state_dict(self.generator)
-        return g.to(model.device, memory_format=torch.channels_last)
+        return g.to(model.device)
 
 
 def at_model_size(model: TalkingHeadModel, frames: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

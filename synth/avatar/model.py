@@ -44,9 +44,10 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
 
 
 def inference_copy(module: nn.Module) -> nn.Module:
-    """What animation runs: spectral norm folded, eval mode, channels-last weights (oneDNN's fast layout on
-    CPUs: the 4-channel full-size output head of the warp-guided G costs half as much)."""
-    return fold_spectral_norm(module).to(memory_format=torch.channels_last)
+    """What animation runs in torch: spectral norm folded, eval mode. (Channels-last weights were tried:
+    23.0 vs 21.1 fps for NCHW vs channels-last, warp-guided G at 256 px, 2 quiet threads, bench_model.py;
+    `th animate` runs the same folded network in ONNX Runtime by default, synth.avatar.runtime.)"""
+    return fold_spectral_norm(module)
 
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:

@@ -1,0 +1,63 @@
+"""The stage-overlap helper of `th animate`: order kept, errors surface, no thread outlives the call."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from synth.media.pipeline import prefetch
+
+
+def test_prefetch_keeps_order_and_runs_ahead() -> None:
+    made: list[int] = []
+
+    def items():
+        for i in range(50):
+            made.append(i)
+            yield i
+
+    it = prefetch(items(), depth=4)
+    assert next(it) == 0
+    time.sleep(0.2)  # the producer fills the queue while the consumer is busy
+    assert 3 <= len(made) <= 6  # ahead by the queue depth, not unbounded
+    assert [0, *it] == list(range(50))
+
+
+def test_prefetch_reraises_the_producers_error_in_place() -> None:
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("bad frame 3")
+
+    got = []
+    with pytest.raises(ValueError, match="bad frame 3"):
+        for x in prefetch(items()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_consumer_stopping_early_stops_the_producer() -> None:
+    before = threading.active_count()
+
+    def items():
+        i = 0
+        while True:  # endless: only the stop signal ends it
+            yield i
+            i += 1
+
+    it = prefetch(items(), depth=2)
+    assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+    it.close()  # what a consumer's exception or break does to the generator
+    assert threading.active_count() == before
+
+
+def test_setup_runs_in_the_producer_thread() -> None:
+    seen = {}
+
+    def setup():
+        seen["thread"] = threading.current_thread().name
+
+    assert list(prefetch(iter([1, 2]), setup=setup)) == [1, 2]
+    assert seen["thread"] == "th-prefetch"
