@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export TH_THREADS ?= 2
 export OMP_WAIT_POLICY ?= PASSIVE
+# pytest-xdist processes, one torch thread each: most tests are single-threaded or wait on a child process
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench lint clean
 
@@ -19,7 +21,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 test: setup
-	$(BIN)/python -m pytest -q
+	TH_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: setup
 	$(BIN)/python bench/bench_watermark.py

@@ -242,11 +242,17 @@ def test_faceless_stretch_is_held_and_reported(tmp_path, tiny_model, clip_parts)
     assert "10 driver frame(s) without a face" in r.stderr
     assert probe(out).frames == 50
     # the landmarks really are held: frames 20-29 repeat frame 19's, and the face moved before the gap
-    plan = plan_driver(str(driver), Avatar.load(avatar).landmarks, 32)
-    assert plan.faceless == 10
-    assert all(np.array_equal(plan.landmarks[i], plan.landmarks[19]) for i in range(20, 30))
-    assert not np.array_equal(plan.landmarks[30], plan.landmarks[19])
-    assert np.abs(plan.landmarks[:20] - plan.landmarks[19]).max() > 0.1
+    plan = plan_driver(str(driver), Avatar.load(avatar).landmarks, 32)  # streamed: tracked while rendered
+    assert plan.frames == 50 and plan.faceless_count() == 0  # nothing tracked yet
+    lms = np.stack(list(plan.landmarks))
+    assert plan.faceless_count() == 10
+    assert all(np.array_equal(lms[i], lms[19]) for i in range(20, 30))
+    assert not np.array_equal(lms[30], lms[19])
+    assert np.abs(lms[:20] - lms[19]).max() > 0.1
+    # the stream equals tracking the whole video first (the eager path, taken with an explicit neutral frame)
+    eager = plan_driver(str(driver), Avatar.load(avatar).landmarks, 32, neutral=0)
+    assert isinstance(eager.landmarks, np.ndarray) and eager.faceless == 10
+    np.testing.assert_array_equal(eager.landmarks, lms)
     rendered = np.stack(list(iter_frames(out))).astype(int)
     held = np.abs(rendered[21:30] - rendered[20]).mean()  # a held pose renders (almost) the same frame
     moving = np.abs(rendered[1:20] - rendered[0]).mean()

@@ -57,3 +57,44 @@ def test_engine_choice() -> None:
         runtime_generator(g, s, 1, torch.device("cpu"), "tensorrt")
     with pytest.raises(UserError, match="CPU only"):
         runtime_generator(g, s, 1, torch.device("meta"), "onnx")
+
+
+def test_exported_graph_is_cached_per_weights(th_home) -> None:
+    from synth.avatar.runtime import engine_key
+
+    cfg, g = _folded_generator("tiny")
+    s = cfg.net.image_size
+    OnnxGenerator(g, s, 1, threads=1)
+    cache = th_home / "cache" / "engine"
+    files = list(cache.glob("*.onnx"))
+    assert [f.stem for f in files] == [engine_key(g, s, 1)]
+    mtime = files[0].stat().st_mtime_ns
+    OnnxGenerator(g, s, 1, threads=1)  # same weights: read from the cache, not exported again
+    assert list(cache.glob("*.onnx")) == files and files[0].stat().st_mtime_ns >= mtime
+    assert engine_key(g, s, 2) != engine_key(g, s, 1)
+    with torch.no_grad():
+        g.head.weight.add_(0.01)  # other weights (a fine-tuned avatar): another graph
+    y, psi = torch.rand(1, 3, s, s), g.project(torch.randn(1, cfg.net.emb_dim))
+    w = torch.rand(1, 1, 3, s, s)
+    out = OnnxGenerator(g, s, 1, threads=1)(y, psi, w)
+    assert len(list(cache.glob("*.onnx"))) == 2
+    with torch.no_grad():
+        assert (out - g(y, psi, w)).abs().max() < 1e-4
+
+
+def test_a_wrong_cached_graph_is_caught_on_the_first_frame(th_home) -> None:
+    """A graph from the cache that does not compute this generator (here: another one's, planted under this
+    one's key) fails loudly instead of shipping wrong frames."""
+    from synth.avatar.runtime import engine_key
+
+    cfg, g = _folded_generator("tiny")
+    s = cfg.net.image_size
+    OnnxGenerator(g, s, 1, threads=1)
+    cache = th_home / "cache" / "engine"
+    good = cache / f"{engine_key(g, s, 1)}.onnx"
+    with torch.no_grad():
+        g.head.weight.mul_(-1.0)
+    good.rename(cache / f"{engine_key(g, s, 1)}.onnx")
+    engine = OnnxGenerator(g, s, 1, threads=1)
+    with pytest.raises(RuntimeError, match="disagrees with torch"):
+        engine(torch.rand(1, 3, s, s) * 2 - 1, g.project(torch.randn(1, cfg.net.emb_dim)), torch.rand(1, 1, 3, s, s))

@@ -88,33 +88,36 @@ def animate(
                        audio_only=audio_from is not None, audio_model=audio_model)
     if plan.faceless:
         print(f"th: {plan.faceless} driver frame(s) without a face: last landmarks held", file=sys.stderr)
+    paste = None
+    if full_frame:
+        if av.photo is None or av.photo_affine is None:
+            raise UserError(f"{avatar}: this avatar keeps no photo for --full-frame; re-enroll it")
+        h, w = av.photo.shape[:2]  # H.264 4:2:0 needs even sides: an odd photo loses its last row/column
+        paste = (av.photo[: h - h % 2, : w - w % 2], av.photo_affine)
     params = PersonParams.from_tensors(av.tensors)
-    k = None if params.sources is None else len(params.sources[0])
-    gen = runtime_generator(params.generator_module(net), net.image_size, k, dev, engine)
     facts = GenerationFacts(GenerationFacts.current().th_version, model_id, model_sha, av.avatar_id,
                             av.meta.get("consent"), plan.driver_sha256)
-    n = len(plan.landmarks)
-    with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal) as progress:  # no bar in logs
-        task = progress.add_task("", total=n)
+    n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread sets it too
+    # Three overlapped stages: the driver is decoded and tracked (from now on, while the engine is built), the
+    # renderer warps and generates, this thread watermarks and feeds the encoder (synth.media.pipeline).
+    with prefetch(plan.landmarks, depth=32, name="th-track") as landmarks:
+        k = None if params.sources is None else len(params.sources[0])
+        gen = runtime_generator(params.generator_module(net), net.image_size, k, dev, engine)
+        with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not console.is_terminal) as progress:  # no bar in logs
+            task = progress.add_task("", total=plan.frames)
 
-        paste = None
-        if full_frame:
-            if av.photo is None or av.photo_affine is None:
-                raise UserError(f"{avatar}: this avatar keeps no photo for --full-frame; re-enroll it")
-            h, w = av.photo.shape[:2]  # H.264 4:2:0 needs even sides: an odd photo loses its last row/column
-            paste = (av.photo[: h - h % 2, : w - w % 2], av.photo_affine)
+            def frames():
+                for f in render(net, gen, params.psi, landmarks, size, paste_into=paste, sources=params.sources):
+                    progress.advance(task)
+                    yield f
 
-        def frames():
-            for f in render(net, gen, params.psi, plan.landmarks, size, paste_into=paste,
-                            sources=params.sources):
-                progress.advance(task)
-                yield f
-
-        t1 = time.perf_counter()
-        n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread sets it too
-        result = write_video(prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads)), out, plan.fps, facts, audio_from=plan.audio_from, force=force,
-                             identity=identity)
+            t1 = time.perf_counter()
+            with prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads), name="th-render") as rendered:
+                result = write_video(rendered, out, plan.fps, facts, audio_from=plan.audio_from, force=force,
+                                     identity=identity)
+    if plan.faceless_count() and not plan.faceless:  # a streamed driver: counted while it was tracked
+        print(f"th: {plan.faceless_count()} driver frame(s) without a face: last landmarks held", file=sys.stderr)
     dt = time.perf_counter() - t1
     print(f"{result.frames} frames ({plan.description}) in {dt:.1f} s = {result.frames / dt:.1f} fps "
           f"(total {time.perf_counter() - t0:.1f} s) → {out} [watermark {result.payload}, C2PA-signed]")

@@ -10,7 +10,8 @@ streams: memory does not grow with the driver's length.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,41 @@ from synth.errors import UserError
 
 @dataclass
 class DriverPlan:
-    landmarks: np.ndarray  # float32 (T, 68, 2): avatar crop pixels at model size
+    landmarks: np.ndarray | TrackedDriver  # float32 (T, 68, 2) avatar crop pixels at model size, or a stream
     fps: float
     audio_from: Path | None
-    faceless: int
+    faceless: int  # driver frames without a face (a streamed driver: known once it has been rendered)
     driver_sha256: str | None
     description: str
+
+    @property
+    def frames(self) -> int:
+        """The number of frames (a streamed video: as its container says)."""
+        return self.landmarks.frames if isinstance(self.landmarks, TrackedDriver) else len(self.landmarks)
+
+    def faceless_count(self) -> int:
+        return self.landmarks.faceless if isinstance(self.landmarks, TrackedDriver) else self.faceless
+
+
+class TrackedDriver:
+    """A driver video tracked while the avatar is rendered: per frame, the avatar's landmarks moved by the
+    driver's motion since its first face (relative transfer). Iterating decodes and tracks the video once."""
+
+    def __init__(self, path: Path, fps: float, frames: int, avatar_lm: np.ndarray) -> None:
+        self.path, self.fps, self.frames, self.avatar_lm = path, fps, frames, avatar_lm
+        self.faceless = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from synth.avatar.motion import relative_transfer
+        from synth.faces.tracking import stream_track
+        from synth.media.video import iter_frames
+
+        ref = None
+        for t in stream_track(iter_frames(self.path), self.fps):
+            if ref is None:  # the first frame carries the first face (leading faceless frames are held at it)
+                ref = t.landmarks
+            self.faceless += not t.has_face
+            yield relative_transfer(self.avatar_lm, t.landmarks[None], ref)[0]
 
 
 def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = True, fps: float = 25.0,
@@ -40,7 +70,7 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
     from synth.avatar.motion import absolute_transfer, builtin_motion, relative_transfer
     from synth.faces.align import apply_affine, clip_box
     from synth.faces.tracking import LandmarkTrack, track_video
-    from synth.media.video import VIDEO_SUFFIXES, probe_has_audio
+    from synth.media.video import VIDEO_SUFFIXES, probe
 
     if driver in BUILTIN_MOTIONS:
         lm = builtin_motion(driver, avatar_lm, fps=fps, seconds=seconds)
@@ -54,8 +84,13 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
         track = LandmarkTrack.load(path)
         audio = None
     elif path.suffix.lower() in VIDEO_SUFFIXES:
+        info = probe(path)
+        audio = path if info.has_audio else None
+        if relative and neutral is None:  # streamable: tracked while it is rendered
+            desc = f"{path.name}: {info.frames} frames at {info.fps:g} fps, relative motion"
+            return DriverPlan(TrackedDriver(path, info.fps, info.frames, avatar_lm), info.fps, audio, 0,
+                              file_sha256(path), desc)
         track = track_video(path)
-        audio = path if probe_has_audio(path) else None
     else:
         raise UserError(f"{driver}: a driver is a video, a .npz track from `th faces`, or a built-in motion")
     if relative:
@@ -87,10 +122,11 @@ def plan_audio(path: Path, avatar_lm: np.ndarray, audio_model: Path | None = Non
     return DriverPlan(lm, float(FPS), path, 0, file_sha256(path), desc)
 
 
-def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: int = 8,
+def render(model, generator, psi, landmarks: Iterable[np.ndarray], out_size: int, batch: int = 8,
            paste_into: tuple[np.ndarray, np.ndarray] | None = None,
            sources: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[np.ndarray]:
-    """Yield uint8 RGB frames (out_size²) for each landmark set, ``batch`` at a time.
+    """Yield uint8 RGB frames (out_size²) for each landmark set (68, 2) of a sequence or stream, ``batch`` at
+    a time.
 
     ``paste_into`` = (photo, affine photo→crop): each generated crop is blended back into the full
     photo instead (output = the photo's size), so the result is not only the face crop. ``sources`` =
@@ -116,11 +152,12 @@ def render(model, generator, psi, landmarks: np.ndarray, out_size: int, batch: i
         from synth.faces.warp import ShotWarper
 
         warper = ShotWarper(*sources)
-    for i in range(0, len(landmarks), batch):
-        y = images_to_tensor(np.stack([draw_landmarks(lm, s) for lm in landmarks[i:i + batch]]), model.device)
+    it = iter(landmarks)
+    while chunk := list(itertools.islice(it, batch)):
+        y = images_to_tensor(np.stack([draw_landmarks(lm, s) for lm in chunk]), model.device)
         warped = None
         if warper is not None:
-            w = np.stack([warper(lm) for lm in landmarks[i:i + batch]])  # (b,K,S,S,3)
+            w = np.stack([warper(lm) for lm in chunk])  # (b,K,S,S,3)
             warped = images_to_tensor(w.reshape(-1, s, s, 3), model.device).view(len(w), -1, 3, s, s)
         with torch.no_grad():
             frames = tensor_to_images(model.generate(y, psi=psi, generator=generator, warped=warped))

@@ -7,7 +7,7 @@ landmarks, a confidence, a has-face flag, plus the fps and frame size. Frames wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,17 +129,14 @@ def _relation(box: tuple[float, float, float, float], lm: np.ndarray) -> tuple[f
     return ((bc[0] - c[0]) / ext, (bc[1] - c[1]) / ext, max(box[2] - box[0], box[3] - box[1]) / ext)
 
 
-def track_frames(
+def _follow(
     frames: Iterable[np.ndarray],
-    fps: float,
     detector=None,
     keyframe_every: int = 10,
-    smooth: bool = True,
-    min_cutoff: float = 1.0,
-    beta: float = 0.05,
     face_index: int | None = None,
-) -> LandmarkTrack:
-    """Track one face through a stream of RGB frames.
+) -> Iterator[tuple[np.ndarray | None, float, tuple[int, int]]]:
+    """Per frame: the raw 68 landmarks of the followed face (None when there is none), its confidence and
+    the frame size (width, height).
 
     Every ``keyframe_every`` frames (and whenever the face was lost) the detector runs on the whole
     frame; in between, it runs only in a small region around the previous face (a few ms), then the
@@ -149,13 +146,9 @@ def track_frames(
     from synth.faces.detector import FaceDetector, fit_landmarks
 
     det = detector or FaceDetector()
-    raw: list[np.ndarray | None] = []
-    conf: list[float] = []
-    size = (0, 0)
     prev: np.ndarray | None = None
     rel = (0.0, 0.1, 1.1)
     for i, rgb in enumerate(frames):
-        size = (rgb.shape[1], rgb.shape[0])
         lm = None
         c = 0.0
         pred = _box_from_landmarks(prev, rel) if prev is not None else None
@@ -186,26 +179,72 @@ def track_frames(
             else:
                 lm = face.landmarks
                 rel = _relation(face.box, lm)
-        raw.append(lm)
-        conf.append(c)
+        yield lm, c, (rgb.shape[1], rgb.shape[0])
         prev = lm if lm is not None else prev
-    if not raw:
-        raise UserError("video has no frames")
-    has = np.array([r is not None for r in raw])
-    if not has.any():
-        raise UserError("no face found in any frame of the video")
-    out = np.zeros((len(raw), 68, 2), np.float32)
-    first = int(np.argmax(has))
-    held = raw[first]
+
+
+@dataclass
+class TrackedFrame:
+    landmarks: np.ndarray  # float32 (68, 2): smoothed; on a faceless frame, held from the nearest face
+    confidence: float
+    has_face: bool
+    frame_size: tuple[int, int]  # (width, height)
+
+
+def stream_track(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    detector=None,
+    keyframe_every: int = 10,
+    smooth: bool = True,
+    min_cutoff: float = 1.0,
+    beta: float = 0.05,
+    face_index: int | None = None,
+) -> Iterator[TrackedFrame]:
+    """Track one face through a stream of RGB frames, one result per frame, as soon as it is known.
+
+    Smoothing (One-Euro) is causal; a faceless frame holds the last landmarks (and resets the filter).
+    Faceless frames before the first face are held at that first face, so they wait for it: the only
+    look-ahead. No face in any frame is a UserError.
+    """
     filt = OneEuroFilter(fps, min_cutoff, beta)
-    for i, r in enumerate(raw):
-        if r is None:
-            out[i] = held  # faceless: hold the last (or, at the start, the first) landmarks
+    held: np.ndarray | None = None
+    waiting: list[tuple[float, tuple[int, int]]] = []  # leading faceless frames
+    n = 0
+    for raw, c, size in _follow(frames, detector, keyframe_every, face_index):
+        n += 1
+        if raw is None:
             filt.reset()
+            if held is None:
+                waiting.append((c, size))
+            else:
+                yield TrackedFrame(held, c, False, size)
             continue
-        held = filt(r) if smooth else r
-        out[i] = held
-    return LandmarkTrack(out, np.array(conf, np.float32), has, float(fps), size)
+        held = (filt(raw) if smooth else raw).astype(np.float32)
+        for c0, size0 in waiting:
+            yield TrackedFrame(raw.astype(np.float32), c0, False, size0)
+        waiting.clear()
+        yield TrackedFrame(held, c, True, size)
+    if n == 0:
+        raise UserError("video has no frames")
+    if held is None:
+        raise UserError("no face found in any frame of the video")
+
+
+def track_frames(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    detector=None,
+    keyframe_every: int = 10,
+    smooth: bool = True,
+    min_cutoff: float = 1.0,
+    beta: float = 0.05,
+    face_index: int | None = None,
+) -> LandmarkTrack:
+    """Track one face through a stream of RGB frames (``stream_track``, collected into a LandmarkTrack)."""
+    out = list(stream_track(frames, fps, detector, keyframe_every, smooth, min_cutoff, beta, face_index))
+    return LandmarkTrack(np.stack([t.landmarks for t in out]), np.array([t.confidence for t in out], np.float32),
+                         np.array([t.has_face for t in out]), float(fps), out[-1].frame_size)
 
 
 def track_video(path: Path | str, detector=None, keyframe_every: int = 10, smooth: bool = True,
