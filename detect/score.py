@@ -54,12 +54,12 @@ _DETECTOR = None
 
 
 def default_detector():
-    """The bundled detector, loaded once per process."""
+    """The bundled detector, loaded once per process (in ONNX Runtime when installed: detect.model.load_scorer)."""
     global _DETECTOR
     if _DETECTOR is None:
-        from detect.model import Detector
+        from detect.model import load_scorer
 
-        _DETECTOR = Detector.load()
+        _DETECTOR = load_scorer()
     return _DETECTOR
 
 

@@ -210,3 +210,26 @@ def test_pseudo_fake_families_change_only_what_they_claim():
         rec = pseudo.reconstructed(real, net)
         assert rec.shape == real.shape and not np.array_equal(rec, real)
         assert np.abs(rec.astype(float) - real).mean() < 60  # a reconstruction, not noise
+
+
+def test_onnx_scorer_equals_torch_and_needs_no_torch_once_cached(detector, th_home):
+    """`th verify` and `th detect` score in ONNX Runtime: the same probabilities as the torch detector, and
+    from the cached graph without importing torch or timm (their import is most of verify's start-up)."""
+    import subprocess
+    import sys
+
+    from detect.model import OnnxDetector, load_scorer
+    from synth.nets.engine import onnx_available
+
+    if not onnx_available():
+        pytest.skip("onnx/onnxruntime not installed")
+    crops, _ = clip_crops(REAL_CLIP, 12, detector.spec.input_size)
+    fast = load_scorer()  # exports, checks against torch, caches
+    assert isinstance(fast, OnnxDetector) and fast.sha256 == detector.sha256 and fast.spec == detector.spec
+    np.testing.assert_allclose(fast.probabilities(crops), detector.probabilities(crops), atol=1e-5)
+    assert len(list((th_home / "cache" / "engine").glob("detector-*.onnx"))) == 1
+    code = ("import sys; from detect.model import load_scorer, OnnxDetector; d = load_scorer(); "
+            "print(type(d).__name__, 'torch' in sys.modules, 'timm' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["OnnxDetector", "False", "False"]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from synth.avatar.model import fold_spectral_norm
-from synth.avatar.runtime import OnnxGenerator, onnx_available, runtime_generator
+from synth.avatar.runtime import OnnxGenerator, runtime_generator
 from synth.errors import UserError
+from synth.nets.engine import onnx_available
 from synth.nets.blocks import SelfAttention
 from synth.nets.config import preset, replace
 from synth.train.metatrain import build_nets
@@ -67,7 +68,7 @@ def test_exported_graph_is_cached_per_weights(th_home) -> None:
     OnnxGenerator(g, s, 1, threads=1)
     cache = th_home / "cache" / "engine"
     files = list(cache.glob("*.onnx"))
-    assert [f.stem for f in files] == [engine_key(g, s, 1)]
+    assert [f.stem for f in files] == [f"generator-{engine_key(g, s, 1)}"]
     mtime = files[0].stat().st_mtime_ns
     OnnxGenerator(g, s, 1, threads=1)  # same weights: read from the cache, not exported again
     assert list(cache.glob("*.onnx")) == files and files[0].stat().st_mtime_ns >= mtime
@@ -91,10 +92,10 @@ def test_a_wrong_cached_graph_is_caught_on_the_first_frame(th_home) -> None:
     s = cfg.net.image_size
     OnnxGenerator(g, s, 1, threads=1)
     cache = th_home / "cache" / "engine"
-    good = cache / f"{engine_key(g, s, 1)}.onnx"
+    good = cache / f"generator-{engine_key(g, s, 1)}.onnx"
     with torch.no_grad():
         g.head.weight.mul_(-1.0)
-    good.rename(cache / f"{engine_key(g, s, 1)}.onnx")
+    good.rename(cache / f"generator-{engine_key(g, s, 1)}.onnx")
     engine = OnnxGenerator(g, s, 1, threads=1)
     with pytest.raises(RuntimeError, match="disagrees with torch"):
         engine(torch.rand(1, 3, s, s) * 2 - 1, g.project(torch.randn(1, cfg.net.emb_dim)), torch.rand(1, 1, 3, s, s))

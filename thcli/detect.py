@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def score(
     """Per-frame fake probability and one score per file (median); exit 0 = none flagged, 1 = some flagged."""
     import json
 
-    from detect.model import Detector
+    from detect.model import Detector, load_scorer
     from detect.score import plot_scores, score_file
     from synth.device import set_threads
     from synth.errors import UserError
@@ -57,8 +58,11 @@ def score(
             raise UserError(f"{f}: is a directory, expected a video or an image")
         if not video.is_image_path(f):
             video.probe(f)
-    set_threads(threads)
-    det = Detector.load(weights)
+    if threads is not None:
+        os.environ["TH_THREADS"] = str(threads)  # ONNX Runtime's threads (load_scorer)
+    det = load_scorer(weights)
+    if isinstance(det, Detector):  # no ONNX Runtime here: torch scores
+        set_threads(threads)
     results = [score_file(f, det, max_frames=max_frames) for f in files]
     if json_out:
         data = [r.to_dict() for r in results]
