@@ -61,3 +61,32 @@ def test_setup_runs_in_the_producer_thread() -> None:
 
     assert list(prefetch(iter([1, 2]), setup=setup)) == [1, 2]
     assert seen["thread"] == "th-prefetch"
+
+
+def _count(n: int, fail_at: int | None = None):
+    for i in range(n):
+        if i == fail_at:
+            raise ValueError(f"bad item {i}")
+        yield i
+
+
+def test_process_stream_runs_in_a_child_and_reraises_its_errors() -> None:
+    from synth.media.pipeline import ProcessStream
+
+    with ProcessStream(_count, 300) as s:  # more than the pipe buffers: the child waits for the reader
+        assert list(s) == list(range(300))
+        assert not s._proc.is_alive()
+    got = []
+    with pytest.raises(ValueError, match="bad item 5"):
+        for x in ProcessStream(_count, 10, 5):
+            got.append(x)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_process_stream_closed_early_kills_the_child() -> None:
+    from synth.media.pipeline import ProcessStream
+
+    s = ProcessStream(_count, 10**9)
+    assert [next(s) for _ in range(3)] == [0, 1, 2]
+    s.close()
+    assert not s._proc.is_alive() and s._proc.exitcode is not None

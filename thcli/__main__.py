@@ -2,4 +2,5 @@
 
 from thcli.app import main
 
-main()
+if __name__ == "__main__":  # not when a spawned child process imports it as __mp_main__
+    main()

@@ -32,29 +32,16 @@ def animate(
 ) -> None:
     """Animate an avatar with a driver; the mp4 keeps the driver's fps and audio and is always
     watermarked and C2PA-signed."""
-    import sys
-    import time
+    import contextlib
 
-    import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from provenance.manifest import GenerationFacts
-    from provenance.write import load_signer, write_video
+    from provenance.write import load_signer
     from synth.audio.features import check_audio, is_audio_path
-    from synth.avatar.animate import plan_driver, render
-    from synth.avatar.avatar_file import Avatar
-    from synth.avatar.bundled import model_identity, resolve_model
-    from synth.avatar.enroll import enroll as run_enroll
-    from synth.avatar.enroll import load_shots
-    from synth.avatar.finetune import PersonParams
-    from synth.avatar.model import TalkingHeadModel
-    from synth.avatar.runtime import ENGINES, runtime_generator
-    from synth.device import resolve_device, set_threads
+    from synth.avatar.animate import TrackedDriver, streamable
     from synth.errors import UserError
     from synth.media.atomic import check_writable
-    from synth.media.pipeline import prefetch
-    from synth.media.video import is_image_path
+    from synth.nets.engine import ENGINES
 
     console = Console(stderr=True)
     if out.suffix.lower() != ".mp4":
@@ -71,6 +58,40 @@ def animate(
         check_audio(Path(audio_from or driver or ""))  # before any slow work: no audio stream = one clear line
     check_writable(out, force)
     identity = load_signer()  # a key that cannot sign fails now, not after the rendering
+    with contextlib.ExitStack() as stack:
+        tracked = None
+        if audio_from is None and streamable(driver, not absolute, neutral):
+            # the driver's decoding and tracking start now, in a child process, while torch and the model load
+            tracked = TrackedDriver(Path(driver or "")).start()
+            stack.callback(tracked.close)
+        _animate(avatar, out, driver, absolute, size, full_frame, seconds, fps, neutral, steps, consent, model,
+                 device, threads, engine, audio_from, audio_model, force, identity, console, tracked)
+
+
+def _animate(avatar, out, driver, absolute, size, full_frame, seconds, fps, neutral, steps, consent, model, device,
+             threads, engine, audio_from, audio_model, force, identity, console, tracked) -> None:
+    """The body of `th animate` once its inputs are checked (heavy imports from here on)."""
+    import sys
+    import time
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from provenance.manifest import GenerationFacts
+    from provenance.write import write_video
+    from synth.avatar.animate import plan_driver, render
+    from synth.avatar.avatar_file import Avatar
+    from synth.avatar.bundled import model_identity, resolve_model
+    from synth.avatar.enroll import enroll as run_enroll
+    from synth.avatar.enroll import load_shots
+    from synth.avatar.finetune import PersonParams
+    from synth.avatar.model import TalkingHeadModel
+    from synth.avatar.runtime import runtime_generator
+    from synth.device import resolve_device, set_threads
+    from synth.errors import UserError
+    from synth.media.pipeline import prefetch
+    from synth.media.video import is_image_path
+
     set_threads(threads)
     dev = resolve_device(device)
     model_path = resolve_model(model)
@@ -85,7 +106,7 @@ def animate(
         av = Avatar.load(avatar, base_model_sha256=model_sha)
     plan = plan_driver(str(audio_from) if driver is None else driver, av.landmarks, net.image_size,
                        relative=not absolute, fps=fps, seconds=seconds, neutral=neutral,
-                       audio_only=audio_from is not None, audio_model=audio_model)
+                       audio_only=audio_from is not None, audio_model=audio_model, tracked=tracked)
     if plan.faceless:
         print(f"th: {plan.faceless} driver frame(s) without a face: last landmarks held", file=sys.stderr)
     paste = None
@@ -97,25 +118,24 @@ def animate(
     params = PersonParams.from_tensors(av.tensors)
     facts = GenerationFacts(GenerationFacts.current().th_version, model_id, model_sha, av.avatar_id,
                             av.meta.get("consent"), plan.driver_sha256)
+    k = None if params.sources is None else len(params.sources[0])
+    gen = runtime_generator(params.generator_module(net), net.image_size, k, dev, engine)
     n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread sets it too
-    # Three overlapped stages: the driver is decoded and tracked (from now on, while the engine is built), the
-    # renderer warps and generates, this thread watermarks and feeds the encoder (synth.media.pipeline).
-    with prefetch(plan.landmarks, depth=32, name="th-track") as landmarks:
-        k = None if params.sources is None else len(params.sources[0])
-        gen = runtime_generator(params.generator_module(net), net.image_size, k, dev, engine)
-        with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=not console.is_terminal) as progress:  # no bar in logs
-            task = progress.add_task("", total=plan.frames)
+    # Three overlapped stages: a video driver is decoded and tracked in a child process (started before the
+    # imports), the renderer thread warps and generates, this thread watermarks and feeds the encoder.
+    with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not console.is_terminal) as progress:  # no bar in logs
+        task = progress.add_task("", total=plan.frames)
 
-            def frames():
-                for f in render(net, gen, params.psi, landmarks, size, paste_into=paste, sources=params.sources):
-                    progress.advance(task)
-                    yield f
+        def frames():
+            for f in render(net, gen, params.psi, plan.landmarks, size, paste_into=paste, sources=params.sources):
+                progress.advance(task)
+                yield f
 
-            t1 = time.perf_counter()
-            with prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads), name="th-render") as rendered:
-                result = write_video(rendered, out, plan.fps, facts, audio_from=plan.audio_from, force=force,
-                                     identity=identity)
+        t1 = time.perf_counter()
+        with prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads), name="th-render") as rendered:
+            result = write_video(rendered, out, plan.fps, facts, audio_from=plan.audio_from, force=force,
+                                 identity=identity)
     if plan.faceless_count() and not plan.faceless:  # a streamed driver: counted while it was tracked
         print(f"th: {plan.faceless_count()} driver frame(s) without a face: last landmarks held", file=sys.stderr)
     dt = time.perf_counter() - t1

@@ -40,31 +40,68 @@ class DriverPlan:
 
 
 class TrackedDriver:
-    """A driver video tracked while the avatar is rendered: per frame, the avatar's landmarks moved by the
-    driver's motion since its first face (relative transfer). Iterating decodes and tracks the video once."""
+    """A driver video tracked while the avatar is rendered: per frame, the avatar's landmarks (``avatar_lm``)
+    moved by the driver's motion since its first face (relative transfer).
 
-    def __init__(self, path: Path, fps: float, frames: int, avatar_lm: np.ndarray) -> None:
-        self.path, self.fps, self.frames, self.avatar_lm = path, fps, frames, avatar_lm
+    Decoding and tracking run in a child process (``start()``, called as early as possible: dlib holds the
+    GIL while it tracks, so in a thread it would not overlap rendering); iterating consumes it once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from synth.media.video import probe
+
+        info = probe(path)
+        self.path, self.fps, self.frames = path, info.fps, info.frames
+        self.avatar_lm: np.ndarray | None = None
         self.faceless = 0
+        self._stream = None
+
+    def start(self) -> TrackedDriver:
+        from synth.media.pipeline import ProcessStream
+
+        if self._stream is None:
+            self._stream = ProcessStream(_track_file, self.path, self.fps)
+        return self
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
     def __iter__(self) -> Iterator[np.ndarray]:
         from synth.avatar.motion import relative_transfer
-        from synth.faces.tracking import stream_track
-        from synth.media.video import iter_frames
 
+        if self.avatar_lm is None:
+            raise ValueError("TrackedDriver.avatar_lm is not set")
         ref = None
-        for t in stream_track(iter_frames(self.path), self.fps):
+        for t in self.start()._stream:
             if ref is None:  # the first frame carries the first face (leading faceless frames are held at it)
                 ref = t.landmarks
             self.faceless += not t.has_face
             yield relative_transfer(self.avatar_lm, t.landmarks[None], ref)[0]
 
 
+def _track_file(path: Path, fps: float):
+    """The tracked frames of a video file (what TrackedDriver's child process runs)."""
+    from synth.faces.tracking import stream_track
+    from synth.media.video import iter_frames
+
+    return stream_track(iter_frames(path), fps)
+
+
+def streamable(driver: str | None, relative: bool, neutral: int | None) -> bool:
+    """True when DRIVER is a video that can be tracked while rendering (relative motion from its first face)."""
+    from synth.media.video import VIDEO_SUFFIXES
+
+    return (driver is not None and relative and neutral is None and Path(driver).suffix.lower() in VIDEO_SUFFIXES
+            and Path(driver).is_file())
+
+
 def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = True, fps: float = 25.0,
                 seconds: float = 4.0, neutral: int | None = None, audio_only: bool = False,
-                audio_model: Path | None = None) -> DriverPlan:
+                audio_model: Path | None = None, tracked: TrackedDriver | None = None) -> DriverPlan:
     """Turn DRIVER (a video, a `.npz` track, a built-in motion name, or an audio file) into avatar
-    landmarks. ``audio_only``: drive with DRIVER's sound only (``--audio-from VIDEO``)."""
+    landmarks. ``audio_only``: drive with DRIVER's sound only (``--audio-from VIDEO``). A streamable video
+    (``streamable``) becomes a TrackedDriver (``tracked``, if it was started already)."""
     from synth.audio.features import is_audio_path
     from synth.avatar.bundled import file_sha256
     from synth.avatar.motion import absolute_transfer, builtin_motion, relative_transfer
@@ -86,10 +123,11 @@ def plan_driver(driver: str, avatar_lm: np.ndarray, size: int, relative: bool = 
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         info = probe(path)
         audio = path if info.has_audio else None
-        if relative and neutral is None:  # streamable: tracked while it is rendered
+        if streamable(driver, relative, neutral):  # tracked while it is rendered
+            tracked = tracked if tracked is not None and tracked.path == path else TrackedDriver(path)
+            tracked.avatar_lm = avatar_lm
             desc = f"{path.name}: {info.frames} frames at {info.fps:g} fps, relative motion"
-            return DriverPlan(TrackedDriver(path, info.fps, info.frames, avatar_lm), info.fps, audio, 0,
-                              file_sha256(path), desc)
+            return DriverPlan(tracked, info.fps, audio, 0, file_sha256(path), desc)
         track = track_video(path)
     else:
         raise UserError(f"{driver}: a driver is a video, a .npz track from `th faces`, or a built-in motion")

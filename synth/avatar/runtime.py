@@ -19,8 +19,8 @@ from torch import nn
 
 from synth.errors import UserError
 from synth.nets import engine as ort_engine
+from synth.nets.engine import ENGINES
 
-ENGINES = ("auto", "onnx", "torch")
 AGREEMENT = 1e-3  # largest |onnx − torch| accepted on the first frame (measured: ~2e-6)
 
 

@@ -99,3 +99,85 @@ def prefetch(items: Iterable[T], depth: int = 8, setup: Callable[[], None] | Non
     """``Prefetch(items, depth, setup)``: ``setup`` runs first in the thread (e.g. torch's thread count, which
     OpenMP keeps per thread)."""
     return Prefetch(items, depth, setup, name)
+
+
+class ProcessStream(Generic[T]):
+    """An iterator over ``fn(*args)`` (a generator; ``fn`` and ``args`` picklable) computed in a child process.
+
+    Threads share one GIL, and a stage that holds it (dlib's tracker does) cannot overlap the others; a child
+    process runs on the other core for real. The child is spawned (a fresh interpreter: safe whatever threads
+    the parent runs); items come back through a pipe, whose buffer bounds how far the child runs ahead; an
+    exception in the child is re-raised here at its position. The child dies with its parent (Linux
+    parent-death signal) and is killed by ``close()``. ``in_thread=True`` runs the generator in a thread instead
+    (``Prefetch``).
+    """
+
+    def __init__(self, fn: Callable[..., Iterable[T]], *args: object, in_thread: bool = False) -> None:
+        import multiprocessing as mp
+
+        self._done = False
+        if in_thread:
+            self._thread: Prefetch[T] | None = Prefetch(fn(*args), depth=32, name="th-stream")
+            return
+        self._thread = None
+        ctx = mp.get_context("spawn")
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_stream_child, args=(send, fn, args), name="th-stream", daemon=True)
+        self._proc.start()
+        send.close()  # the child holds the only writer: a dead child reads as EOF here
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._thread is not None:
+            return next(self._thread)
+        if self._done:
+            raise StopIteration
+        try:
+            kind, x = self._recv.recv()
+        except EOFError:
+            kind, x = "error", RuntimeError("the stream's child process died")
+        if kind == "item":
+            return x
+        self.close()
+        if kind == "error":
+            raise x
+        raise StopIteration
+
+    def close(self) -> None:
+        self._done = True
+        if self._thread is not None:
+            self._thread.close()
+            return
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join()
+        self._recv.close()
+
+    def __enter__(self) -> ProcessStream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _stream_child(send, fn: Callable[..., Iterable[object]], args: tuple) -> None:
+    import ctypes
+    import signal
+
+    try:  # die with the parent, even when it is SIGKILLed (Linux)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    try:
+        for x in fn(*args):
+            send.send(("item", x))
+        send.send(("end", None))
+    except BaseException as e:  # noqa: BLE001 - handed to the parent, which re-raises it
+        try:
+            send.send(("error", e))
+        except Exception:  # an exception that does not pickle: its text
+            send.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+    finally:
+        send.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 from synth.errors import UserError
 from synth.media.atomic import atomic_write_bytes
 
+ENGINES = ("auto", "onnx", "torch")  # `th animate --engine`: auto = ONNX Runtime on a CPU when installed
 CACHE_KEEP = 8  # cached graphs kept (~7 MB each for the default generator)
 OPSET = 17
 
