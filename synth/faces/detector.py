@@ -24,7 +24,7 @@ class Face:
     """One detected face: box (x0, y0, x1, y1) in pixels, 68 landmarks, detector confidence."""
 
     box: tuple[float, float, float, float]
-    landmarks: np.ndarray  # float32 (68, 2)
+    landmarks: np.ndarray | None  # float32 (68, 2); None only from detect_near(landmarks=False)
     confidence: float
 
     @property
@@ -131,9 +131,11 @@ class FaceDetector:
         faces.sort(key=lambda f: -f.size)
         return faces
 
-    def detect_near(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> Face | None:
+    def detect_near(self, rgb: np.ndarray, box: tuple[float, float, float, float],
+                    landmarks: bool = True) -> Face | None:
         """Re-detect the face in a region around ``box`` (for tracking): the region is cut with a margin
-        and scaled so the face is ~100 px, where HOG is reliable; a few ms per call."""
+        and scaled so the face is ~100 px, where HOG is reliable; a few ms per call. ``landmarks=False``
+        skips the 68-point fit (``Face.landmarks`` is then None): for a caller that fits in its own box."""
         import cv2
 
         if self._fan is not None:
@@ -161,7 +163,8 @@ class FaceDetector:
             return None
         (bx0, by0, bx1, by1), score = max(found, key=lambda f: f[1])
         full = (x0 + bx0 / k, y0 + by0 / k, x0 + bx1 / k, y0 + by1 / k)
-        return Face(box=full, landmarks=fit_landmarks(rgb, full), confidence=_squash(score, self.backend))
+        lm = fit_landmarks(rgb, full) if landmarks else None
+        return Face(box=full, landmarks=lm, confidence=_squash(score, self.backend))
 
     def _detect_fan(self, rgb: np.ndarray) -> list[Face]:
         preds = self._fan.get_landmarks_from_image(rgb)  # type: ignore[union-attr]

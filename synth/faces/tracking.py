@@ -166,7 +166,7 @@ def _follow(
         else:
             # Between keyframes: re-detect only around the face we follow (a few ms), so a face that
             # leaves, is covered or cut away is noticed at once instead of being hallucinated.
-            face = det.detect_near(rgb, pred)
+            face = det.detect_near(rgb, pred, landmarks=False)  # fitted below, in one box or the other
             if face is None:
                 faces = det.detect(rgb)
                 face = faces[0] if faces else None
@@ -177,7 +177,7 @@ def _follow(
                 # head gives still landmarks (detector boxes wobble by a few pixels between calls).
                 lm = fit_landmarks(rgb, pred)
             else:
-                lm = face.landmarks
+                lm = face.landmarks if face.landmarks is not None else fit_landmarks(rgb, face.box)
                 rel = _relation(face.box, lm)
         yield lm, c, (rgb.shape[1], rgb.shape[0])
         prev = lm if lm is not None else prev
