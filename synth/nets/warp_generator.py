@@ -120,8 +120,10 @@ class WarpGenerator(nn.Module):
         c = self.confidence(warped, y)
         return (c * warped).sum(1), c
 
-    def forward_maps(self, y: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All intermediate images: ``out``, ``warp`` (W), ``painted``, ``mask`` (B,1,S,S), ``confidence``."""
+    def features(self, y: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything before the output head: the decoder's features h (B,w0,S/2,S/2) after AdaIN and ReLU,
+        W (B,3,S,S) and the confidences c (B,K,1,S,S)."""
         s = self.cfg.image_size
         assert y.shape[1:] == (3, s, s) and psi.shape == (y.shape[0], self.n_adain), (y.shape, psi.shape)
         assert warped.dim() == 5 and warped.shape[0] == y.shape[0] and warped.shape[2:] == (3, s, s), warped.shape
@@ -141,13 +143,20 @@ class WarpGenerator(nn.Module):
             h = blk(h, skips[-1 - i], next(parts))  # (B,w,2h,2w)
             if str(i) in self.attn:
                 h = self.attn[str(i)](h)
-        h = F.relu(self.out_norm(h, next(parts)))  # (B,w0,S/2,S/2)
-        h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)  # (B,w0,S,S)
-        o = self.head(torch.cat([h, w, y], 1))  # (B,4,S,S)
+        return F.relu(self.out_norm(h, next(parts))), w, conf  # (B,w0,S/2,S/2)
+
+    @staticmethod
+    def compose(o: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The head's output o (B,4,S,S) → x̂ = m·W + (1 − m)·(W + Δ) and its parts."""
         delta, mask = o[:, :3], torch.sigmoid(o[:, 3:])
         painted = w + delta
-        out = mask * w + (1.0 - mask) * painted
-        return {"out": out, "warp": w, "painted": painted, "mask": mask, "confidence": conf}
+        return {"out": mask * w + (1.0 - mask) * painted, "warp": w, "painted": painted, "mask": mask}
+
+    def forward_maps(self, y: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All intermediate images: ``out``, ``warp`` (W), ``painted``, ``mask`` (B,1,S,S), ``confidence``."""
+        h, w, conf = self.features(y, psi, warped)
+        h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)  # (B,w0,S,S)
+        return {**self.compose(self.head(torch.cat([h, w, y], 1)), w), "confidence": conf}  # head: (B,4,S,S)
 
     def forward(self, y: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor | None = None) -> torch.Tensor:
         # y (B,3,S,S), psi (B,n_adain), warped (B,K,3,S,S) in [-1,1] -> x̂ (B,3,S,S) (not clamped)
