@@ -8,9 +8,9 @@ import torch
 from synth.avatar.model import fold_spectral_norm
 from synth.avatar.runtime import OnnxGenerator, runtime_generator
 from synth.errors import UserError
-from synth.nets.engine import onnx_available
 from synth.nets.blocks import SelfAttention
 from synth.nets.config import preset, replace
+from synth.nets.engine import onnx_available
 from synth.train.metatrain import build_nets
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
