@@ -358,3 +358,12 @@ def test_full_frame_output_is_the_photo_with_the_face_animated(tmp_path, tiny_mo
     assert unlike_photo > 2 * copy_level + 2, (unlike_photo, copy_level)
     assert motion > 4 * still and motion > 1.0, (motion, still)
     assert run_th("verify", out).returncode == 0
+
+
+@pytest.mark.parametrize("args,words", [(("--engine", "tensorrt"), "unknown --engine 'tensorrt'"),
+                                        (("--seconds", "0"), "--seconds must be > 0")])
+def test_animate_option_errors_are_one_line_and_write_nothing(tmp_path, tiny_model, args, words):
+    out = tmp_path / "o.mp4"
+    line = one_line(run_th("animate", shared_path(CLIP), "talk", "-o", out, "--model", tiny_model, *args))
+    assert words in line, line
+    assert list(tmp_path.iterdir()) == []
