@@ -3,7 +3,7 @@ time, `th verify` frames/s and peak memory for a short vs a long driver.
 
     .venv/bin/python bench/bench_speed.py [--model PATH] [--driver VIDEO] [--threads 2] [--repeats 3]
                                           [--long-seconds 300] [--enroll-steps 40]
-                                          [--sections stages enroll animate verify memory]
+                                          [--sections stages enroll animate verify live memory]
 
 The real-time check of issue 15 is ``--sections stages animate verify``: the default driver is a 10 s, 25 fps,
 256 px talking-head clip; `th animate` runs on a feed-forward avatar of it at --size 256, first with an empty
@@ -160,7 +160,42 @@ def _neutral(size: int) -> np.ndarray:
     return apply_affine(face.landmarks, M)
 
 
-SECTIONS = ("stages", "enroll", "animate", "verify", "memory")
+SECTIONS = ("stages", "enroll", "animate", "verify", "live", "memory")
+
+
+def live_run(th: list[str], avatar: Path, driver: str, model: Path, threads: int, env: dict, work: Path,
+             size: int = 256) -> dict:
+    """`th animate --live FIFO` read by a thread here: time to the first frame, frame interval, th's latency."""
+    import threading
+
+    fifo = work / "live.fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    arrivals: list[float] = []
+    frame_bytes = size * size * 3
+
+    def read() -> None:
+        with open(fifo, "rb") as fh:
+            while fh.read(frame_bytes):
+                arrivals.append(time.perf_counter())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    p = subprocess.run([*th, "animate", str(avatar), driver, "-o", str(work / "live.mp4"), "--size", str(size),
+                        "--model", str(model), "--threads", str(threads), "--live", str(fifo), "--force"],
+                       capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    reader.join(30)
+    if p.returncode != 0:
+        raise SystemExit(f"th animate --live failed:\n{p.stderr[-2000:]}")
+    m = re.search(r"median (\d+) ms, p95 (\d+) ms", p.stderr)
+    gaps = np.diff(arrivals) * 1000.0
+    return {"frames": len(arrivals), "first": arrivals[0] - t0 if arrivals else float("nan"), "wall": wall,
+            "gap_median": float(np.median(gaps)) if gaps.size else float("nan"),
+            "gap_p95": float(np.percentile(gaps, 95)) if gaps.size else float("nan"),
+            "latency": (int(m.group(1)), int(m.group(2))) if m else (None, None)}
 
 
 def main() -> None:
@@ -251,6 +286,13 @@ def main() -> None:
         wall = float(np.median(walls))
         rows.append((f"th verify ({size} px, {frames} frames), median of {args.repeats}",
                      f"{wall:.2f} s = {frames / wall:.1f} frames/s"))
+    if "live" in todo:
+        lv = live_run(th, avatar, args.driver, model, args.threads, env, work)
+        rows.append(("th animate --live FIFO (256 px): frames received / first frame after launch",
+                     f"{lv['frames']} / {lv['first']:.2f} s (run {lv['wall']:.2f} s)"))
+        rows.append(("--live: interval between frames received, median / p95", f"{lv['gap_median']:.0f} / {lv['gap_p95']:.0f} ms"))
+        rows.append(("--live: latency landmarks → frame written (th's own count), median / p95",
+                     f"{lv['latency'][0]} / {lv['latency'][1]} ms"))
     mem = {}
     for secs in (10.0, args.long_seconds) if "memory" in todo else ():
         wall, rss = peak_rss_child([*th, "animate", str(avatar), "talk", "--seconds", str(secs), "-o",

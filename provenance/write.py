@@ -13,7 +13,7 @@ in memory and signed straight into its anonymous file.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +71,12 @@ def write_video(
     audio_from: Path | str | None = None,
     force: bool = False,
     identity: keys.Identity | None = None,
+    on_frame: Callable[[np.ndarray], None] | None = None,
 ) -> WriteResult:
-    """Watermark, encode (H.264 mp4) and sign a stream of RGB frames; memory does not grow with length."""
+    """Watermark, encode (H.264 mp4) and sign a stream of RGB frames; memory does not grow with length.
+
+    ``on_frame`` gets every frame as soon as it is watermarked (a live view: `th animate --live`); only marked
+    frames ever leave here."""
     from synth.media.video import VideoWriter
 
     dest, identity = _prepare(dest, VIDEO_SUFFIXES, "video", force, identity)
@@ -91,7 +95,10 @@ def write_video(
     with anonymous_file(dest) as raw, anonymous_file(dest) as signed:
         with VideoWriter(raw.path, fps, (w, h), audio_from=audio_from, label=str(dest)) as writer:
             for rgb in _chain(first, it):
-                writer.write(watermark.embed(rgb, bits, frame_index=n))  # frame_index: the breathing sync
+                marked = watermark.embed(rgb, bits, frame_index=n)  # frame_index: the breathing sync
+                writer.write(marked)
+                if on_frame is not None:
+                    on_frame(marked)
                 n += 1
         definition = manifest.manifest_definition(facts, payload, dest.name)
         _sign(dest, raw.path, signed.path, definition, identity, mime)

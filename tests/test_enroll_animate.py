@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -367,3 +371,61 @@ def test_animate_option_errors_are_one_line_and_write_nothing(tmp_path, tiny_mod
     line = one_line(run_th("animate", shared_path(CLIP), "talk", "-o", out, "--model", tiny_model, *args))
     assert words in line, line
     assert list(tmp_path.iterdir()) == []
+def _live(tmp_path, tiny_model, extra=(), reader=True):
+    """`th animate` of a built-in motion with --live into a named pipe read by a thread: (result, raw frames)."""
+    import threading
+
+    from skimage import data
+
+    photos_avatar = tmp_path / "a.avatar"
+    photo = tmp_path / "astronaut.png"
+    write_image(photo, data.astronaut())
+    assert run_th("enroll", photo, "-o", photos_avatar, "--steps", "0", "--model", tiny_model).returncode == 0
+    fifo = tmp_path / "live.fifo"
+    os.mkfifo(fifo)
+    got = bytearray()
+
+    def read():
+        with open(fifo, "rb") as fh:
+            got.extend(fh.read())
+
+    t = threading.Thread(target=read, daemon=True)
+    if reader:
+        t.start()
+        time.sleep(0.3)  # the reader has the pipe open before th probes it
+    r = run_th("animate", photos_avatar, "talk", "--seconds", "1", "-o", tmp_path / "o.mp4", "--model", tiny_model,
+               "--size", "128", "--live", fifo, *extra)
+    if reader:
+        t.join(30)
+    return r, np.frombuffer(bytes(got), np.uint8)
+
+
+def test_live_pipe_gets_every_frame_watermarked_as_it_is_made(tmp_path, tiny_model):
+    from provenance import watermark
+
+    r, raw = _live(tmp_path, tiny_model)
+    assert r.returncode == 0, r.stderr
+    n = probe(tmp_path / "o.mp4").frames
+    assert n == 25 and raw.size == n * 128 * 128 * 3  # every frame, raw RGB24 at the output size
+    frames = raw.reshape(n, 128, 128, 3)
+    assert frames.std() > 10  # pictures, not zeros
+    payload = r.stdout.split("[watermark ")[1].split(",")[0]
+    found = watermark.detect(iter(frames))
+    assert found.found and found.payload == payload  # the mark of the signed file, on the live frames too
+    assert "live: 25 frames" in r.stderr and "latency landmarks → written median" in r.stderr
+
+
+def test_live_refuses_files_terminals_and_unread_pipes(tmp_path, tiny_model):
+    plain = tmp_path / "frames.raw"
+    plain.write_bytes(b"")
+    line = one_line(run_th("animate", shared_path(CLIP), "talk", "-o", tmp_path / "o.mp4", "--model", tiny_model,
+                           "--live", plain))
+    assert "not a named pipe" in line
+    r, _ = _live(tmp_path, tiny_model, reader=False)
+    assert "nobody is reading the pipe" in one_line(r)
+    with open(tmp_path / "x", "wb") as stdout:  # `--live -` with stdout redirected to a file
+        r = subprocess.run([sys.executable, "-m", "thcli", "animate", str(shared_path(CLIP)), "talk", "-o",
+                            str(tmp_path / "o2.mp4"), "--live", "-"], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+    assert r.returncode == 2 and "stdout is not a pipe" in r.stderr
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o2.mp4").exists()

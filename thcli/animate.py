@@ -28,6 +28,7 @@ def animate(
     engine: Annotated[str, typer.Option(help="Generator engine: auto (ONNX Runtime on a CPU when installed, ~2x faster, same pixels) | onnx | torch.")] = "auto",
     audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Speak the sound of this video (instead of a DRIVER).")] = None,
     audio_model: Annotated[Path | None, typer.Option(help="Audio-to-landmark model for audio drivers (default: the bundled one).")] = None,
+    live: Annotated[str | None, typer.Option(help="Also send every frame, watermarked, as raw RGB24 (size × size, or the photo's size with --full-frame) to this named pipe, or - for stdout, the moment it is made (a live view; the signed mp4 is still written). Regular files are refused.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
 ) -> None:
     """Animate an avatar with a driver; the mp4 keeps the driver's fps and audio and is always
@@ -41,6 +42,7 @@ def animate(
     from synth.avatar.animate import TrackedDriver, streamable
     from synth.errors import UserError
     from synth.media.atomic import check_writable
+    from synth.media.live import LiveSink, check_live_target
     from synth.nets.engine import ENGINES
 
     console = Console(stderr=True)
@@ -56,20 +58,26 @@ def animate(
         raise UserError(f"unknown --engine {engine!r} (use {', '.join(ENGINES)})")
     if audio_from is not None or is_audio_path(driver or ""):
         check_audio(Path(audio_from or driver or ""))  # before any slow work: no audio stream = one clear line
+    if live is not None:
+        check_live_target(live)
     check_writable(out, force)
     identity = load_signer()  # a key that cannot sign fails now, not after the rendering
     with contextlib.ExitStack() as stack:
+        sink = None
+        if live is not None:  # opened now: a pipe nobody reads is an error before the slow work
+            sink = LiveSink(live)
+            stack.callback(sink.close)
         tracked = None
         if audio_from is None and streamable(driver, not absolute, neutral):
             # the driver's decoding and tracking start now, in a child process, while torch and the model load
             tracked = TrackedDriver(Path(driver or "")).start()
             stack.callback(tracked.close)
         _animate(avatar, out, driver, absolute, size, full_frame, seconds, fps, neutral, steps, consent, model,
-                 device, threads, engine, audio_from, audio_model, force, identity, console, tracked)
+                 device, threads, engine, audio_from, audio_model, force, identity, console, tracked, sink)
 
 
 def _animate(avatar, out, driver, absolute, size, full_frame, seconds, fps, neutral, steps, consent, model, device,
-             threads, engine, audio_from, audio_model, force, identity, console, tracked) -> None:
+             threads, engine, audio_from, audio_model, force, identity, console, tracked, sink) -> None:
     """The body of `th animate` once its inputs are checked (heavy imports from here on)."""
     import sys
     import time
@@ -127,17 +135,26 @@ def _animate(avatar, out, driver, absolute, size, full_frame, seconds, fps, neut
                   console=console, disable=not console.is_terminal) as progress:  # no bar in logs
         task = progress.add_task("", total=plan.frames)
 
+        def taken():  # a live sink times each frame from the moment the renderer takes its landmarks
+            for lm in plan.landmarks:
+                sink.ready()
+                yield lm
+
         def frames():
-            for f in render(net, gen, params.psi, plan.landmarks, size, paste_into=paste, sources=params.sources):
+            lms, batch = (taken(), 1) if sink is not None else (plan.landmarks, 8)  # live: no batching delay
+            for f in render(net, gen, params.psi, lms, size, batch=batch, paste_into=paste, sources=params.sources):
                 progress.advance(task)
                 yield f
 
         t1 = time.perf_counter()
         with prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads), name="th-render") as rendered:
             result = write_video(rendered, out, plan.fps, facts, audio_from=plan.audio_from, force=force,
-                                 identity=identity)
+                                 identity=identity, on_frame=sink)
     if plan.faceless_count() and not plan.faceless:  # a streamed driver: counted while it was tracked
         print(f"th: {plan.faceless_count()} driver frame(s) without a face: last landmarks held", file=sys.stderr)
     dt = time.perf_counter() - t1
+    report = sys.stderr if sink is not None and sink.target == "-" else sys.stdout  # stdout may carry the frames
     print(f"{result.frames} frames ({plan.description}) in {dt:.1f} s = {result.frames / dt:.1f} fps "
-          f"(total {time.perf_counter() - t0:.1f} s) → {out} [watermark {result.payload}, C2PA-signed]")
+          f"(total {time.perf_counter() - t0:.1f} s) → {out} [watermark {result.payload}, C2PA-signed]", file=report)
+    if sink is not None:
+        print(f"th: {sink.summary()}", file=sys.stderr)
