@@ -65,21 +65,23 @@ class PiecewiseAffineWarp:
 
         h, w = self.source.shape[:2]
         dst_pts = np.vstack([dense_points(target_landmarks), self.border])
-        label = np.full((h, w), -1, np.int32)
+        n = len(self.triangles)
+        label = np.full((h, w), n, np.int32)  # n = outside every triangle: the identity map below
         tri_dst = dst_pts[self.triangles]  # (M,3,2)
-        a = np.concatenate([tri_dst, np.ones((len(self.triangles), 3, 1))], axis=2)  # (M,3,3)
+        a = np.concatenate([tri_dst, np.ones((n, 3, 1))], axis=2)  # (M,3,3)
         ok = np.abs(np.linalg.det(a)) > 1e-9
-        affines = np.zeros((len(self.triangles), 2, 3), np.float32)
+        affines = np.zeros((n + 1, 2, 3), np.float32)
+        affines[n] = ((1, 0, 0), (0, 1, 0))
         # affine from the target's triangle (output) back to the source triangle (where to sample)
-        affines[ok] = np.linalg.solve(a[ok], self.src_pts[self.triangles[ok]]).transpose(0, 2, 1)
+        affines[:n][ok] = np.linalg.solve(a[ok], self.src_pts[self.triangles[ok]]).transpose(0, 2, 1)
+        corners = np.round(tri_dst).astype(np.int32)
         for k in np.flatnonzero(ok):
-            cv2.fillConvexPoly(label, np.round(tri_dst[k]).astype(np.int32), int(k))
+            cv2.fillConvexPoly(label, corners[k], int(k))
         ys, xs = self._grid
-        inside = label >= 0
-        m = affines[np.where(inside, label, 0)]  # (h, w, 2, 3)
-        map_x = np.where(inside, m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2], xs)
-        map_y = np.where(inside, m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2], ys)
-        return map_x.astype(np.float32), map_y.astype(np.float32)
+        m = affines[label]  # (h, w, 2, 3)
+        map_x = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
+        map_y = m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2]
+        return map_x, map_y
 
     def __call__(self, target_landmarks: np.ndarray) -> np.ndarray:
         """The source image warped so its landmarks land on ``target_landmarks`` (68, 2)."""
