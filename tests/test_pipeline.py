@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from synth.media.pipeline import prefetch
+from synth.media.pipeline import Prefetch
 
 
 def test_prefetch_keeps_order_and_runs_ahead() -> None:
@@ -18,7 +18,7 @@ def test_prefetch_keeps_order_and_runs_ahead() -> None:
             made.append(i)
             yield i
 
-    it = prefetch(items(), depth=4)
+    it = Prefetch(items(), depth=4)
     assert next(it) == 0
     time.sleep(0.2)  # the producer fills the queue while the consumer is busy
     assert 3 <= len(made) <= 6  # ahead by the queue depth, not unbounded
@@ -33,7 +33,7 @@ def test_prefetch_reraises_the_producers_error_in_place() -> None:
 
     got = []
     with pytest.raises(ValueError, match="bad frame 3"):
-        for x in prefetch(items()):
+        for x in Prefetch(items()):
             got.append(x)
     assert got == [1, 2]
 
@@ -47,7 +47,7 @@ def test_consumer_stopping_early_stops_the_producer() -> None:
             yield i
             i += 1
 
-    it = prefetch(items(), depth=2)
+    it = Prefetch(items(), depth=2)
     assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
     it.close()  # what a consumer's exception or break does to the generator
     assert threading.active_count() == before
@@ -59,7 +59,7 @@ def test_setup_runs_in_the_producer_thread() -> None:
     def setup():
         seen["thread"] = threading.current_thread().name
 
-    assert list(prefetch(iter([1, 2]), setup=setup)) == [1, 2]
+    assert list(Prefetch(iter([1, 2]), setup=setup)) == [1, 2]
     assert seen["thread"] == "th-prefetch"
 
 
@@ -90,3 +90,21 @@ def test_process_stream_closed_early_kills_the_child() -> None:
     assert [next(s) for _ in range(3)] == [0, 1, 2]
     s.close()
     assert not s._proc.is_alive() and s._proc.exitcode is not None
+
+
+def _dies(n: int):
+    import os
+
+    yield from range(n)
+    os._exit(3)  # as an OOM kill would: no exception, no end marker
+
+
+def test_process_stream_child_dying_is_a_clear_error() -> None:
+    from synth.errors import UserError
+    from synth.media.pipeline import ProcessStream
+
+    got = []
+    with pytest.raises(UserError, match="died with exit code 3"):
+        for x in ProcessStream(_dies, 2):
+            got.append(x)
+    assert got == [0, 1]

@@ -97,7 +97,7 @@ def test_a_wrong_cached_graph_is_caught_on_the_first_frame(th_home) -> None:
         g.head.weight.mul_(-1.0)
     good.rename(cache / f"generator-{engine_key(g, s, 1)}.onnx")
     engine = OnnxGenerator(g, s, 1, threads=1)
-    with pytest.raises(RuntimeError, match="disagrees with torch"):
+    with pytest.raises(UserError, match="disagrees with torch"):
         engine(torch.rand(1, 3, s, s) * 2 - 1, g.project(torch.randn(1, cfg.net.emb_dim)), torch.rand(1, 1, 3, s, s))
 
 

@@ -72,89 +72,81 @@ def animate(
             # the driver's decoding and tracking start now, in a child process, while torch and the model load
             tracked = TrackedDriver(Path(driver or "")).start()
             stack.callback(tracked.close)
-        _animate(avatar, out, driver, absolute, size, full_frame, seconds, fps, neutral, steps, consent, model,
-                 device, threads, engine, audio_from, audio_model, force, identity, console, tracked, sink)
+        # heavy imports from here on: the tracker child is already decoding the driver meanwhile
+        import sys
+        import time
 
+        import torch
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-def _animate(avatar, out, driver, absolute, size, full_frame, seconds, fps, neutral, steps, consent, model, device,
-             threads, engine, audio_from, audio_model, force, identity, console, tracked, sink) -> None:
-    """The body of `th animate` once its inputs are checked (heavy imports from here on)."""
-    import sys
-    import time
+        from provenance.manifest import GenerationFacts
+        from provenance.write import write_video
+        from synth.avatar.animate import plan_driver, render
+        from synth.avatar.avatar_file import Avatar
+        from synth.avatar.bundled import model_identity, resolve_model
+        from synth.avatar.enroll import enroll as run_enroll
+        from synth.avatar.enroll import load_shots
+        from synth.avatar.finetune import PersonParams
+        from synth.avatar.model import TalkingHeadModel
+        from synth.avatar.runtime import runtime_generator
+        from synth.device import resolve_device, set_threads
+        from synth.media.pipeline import Prefetch
+        from synth.media.video import is_image_path
 
-    import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        set_threads(threads)
+        dev = resolve_device(device)
+        model_path = resolve_model(model)
+        model_id, model_sha = model_identity(model_path)
+        t0 = time.perf_counter()
+        net = TalkingHeadModel.load(model_path, dev)
+        if is_image_path(avatar):
+            shots = load_shots([avatar], net.image_size)
+            av = run_enroll(net, model_path, shots, steps, avatar.stem, consent or "not stated")
+            print(f"th: enrolled {avatar.name} on the fly ({steps} steps)", file=sys.stderr)
+        else:
+            av = Avatar.load(avatar, base_model_sha256=model_sha)
+        plan = plan_driver(str(audio_from) if driver is None else driver, av.landmarks, net.image_size,
+                           relative=not absolute, fps=fps, seconds=seconds, neutral=neutral,
+                           audio_only=audio_from is not None, audio_model=audio_model, tracked=tracked)
+        paste = None
+        if full_frame:
+            if av.photo is None or av.photo_affine is None:
+                raise UserError(f"{avatar}: this avatar keeps no photo for --full-frame; re-enroll it")
+            h, w = av.photo.shape[:2]  # H.264 4:2:0 needs even sides: an odd photo loses its last row/column
+            paste = (av.photo[: h - h % 2, : w - w % 2], av.photo_affine)
+        params = PersonParams.from_tensors(av.tensors)
+        facts = GenerationFacts(GenerationFacts.current().th_version, model_id, model_sha, av.avatar_id,
+                                av.meta.get("consent"), plan.driver_sha256)
+        k = None if params.sources is None else len(params.sources[0])
+        gen = runtime_generator(params.generator_module(net), net.image_size, k, dev, engine)
+        n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread sets it too
+        # Three overlapped stages: a video driver is decoded and tracked in a child process (started before the
+        # imports), the renderer thread warps and generates, this thread watermarks and feeds the encoder.
+        with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not console.is_terminal) as progress:  # no bar in logs
+            task = progress.add_task("", total=plan.frames)
 
-    from provenance.manifest import GenerationFacts
-    from provenance.write import write_video
-    from synth.avatar.animate import plan_driver, render
-    from synth.avatar.avatar_file import Avatar
-    from synth.avatar.bundled import model_identity, resolve_model
-    from synth.avatar.enroll import enroll as run_enroll
-    from synth.avatar.enroll import load_shots
-    from synth.avatar.finetune import PersonParams
-    from synth.avatar.model import TalkingHeadModel
-    from synth.avatar.runtime import runtime_generator
-    from synth.device import resolve_device, set_threads
-    from synth.errors import UserError
-    from synth.media.pipeline import prefetch
-    from synth.media.video import is_image_path
+            def taken():  # a live sink times each frame from the moment the renderer takes its landmarks
+                for lm in plan.landmarks:
+                    sink.ready()
+                    yield lm
 
-    set_threads(threads)
-    dev = resolve_device(device)
-    model_path = resolve_model(model)
-    model_id, model_sha = model_identity(model_path)
-    t0 = time.perf_counter()
-    net = TalkingHeadModel.load(model_path, dev)
-    if is_image_path(avatar):
-        shots = load_shots([avatar], net.image_size)
-        av = run_enroll(net, model_path, shots, steps, avatar.stem, consent or "not stated")
-        print(f"th: enrolled {avatar.name} on the fly ({steps} steps)", file=sys.stderr)
-    else:
-        av = Avatar.load(avatar, base_model_sha256=model_sha)
-    plan = plan_driver(str(audio_from) if driver is None else driver, av.landmarks, net.image_size,
-                       relative=not absolute, fps=fps, seconds=seconds, neutral=neutral,
-                       audio_only=audio_from is not None, audio_model=audio_model, tracked=tracked)
-    if plan.faceless:
-        print(f"th: {plan.faceless} driver frame(s) without a face: last landmarks held", file=sys.stderr)
-    paste = None
-    if full_frame:
-        if av.photo is None or av.photo_affine is None:
-            raise UserError(f"{avatar}: this avatar keeps no photo for --full-frame; re-enroll it")
-        h, w = av.photo.shape[:2]  # H.264 4:2:0 needs even sides: an odd photo loses its last row/column
-        paste = (av.photo[: h - h % 2, : w - w % 2], av.photo_affine)
-    params = PersonParams.from_tensors(av.tensors)
-    facts = GenerationFacts(GenerationFacts.current().th_version, model_id, model_sha, av.avatar_id,
-                            av.meta.get("consent"), plan.driver_sha256)
-    k = None if params.sources is None else len(params.sources[0])
-    gen = runtime_generator(params.generator_module(net), net.image_size, k, dev, engine)
-    n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread sets it too
-    # Three overlapped stages: a video driver is decoded and tracked in a child process (started before the
-    # imports), the renderer thread warps and generates, this thread watermarks and feeds the encoder.
-    with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal) as progress:  # no bar in logs
-        task = progress.add_task("", total=plan.frames)
+            def frames():
+                lms, batch = (taken(), 1) if sink is not None else (plan.landmarks, 8)  # live: no batching delay
+                for f in render(net, gen, params.psi, lms, size, batch=batch, paste_into=paste,
+                                sources=params.sources):
+                    progress.advance(task)
+                    yield f
 
-        def taken():  # a live sink times each frame from the moment the renderer takes its landmarks
-            for lm in plan.landmarks:
-                sink.ready()
-                yield lm
-
-        def frames():
-            lms, batch = (taken(), 1) if sink is not None else (plan.landmarks, 8)  # live: no batching delay
-            for f in render(net, gen, params.psi, lms, size, batch=batch, paste_into=paste, sources=params.sources):
-                progress.advance(task)
-                yield f
-
-        t1 = time.perf_counter()
-        with prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads), name="th-render") as rendered:
-            result = write_video(rendered, out, plan.fps, facts, audio_from=plan.audio_from, force=force,
-                                 identity=identity, on_frame=sink)
-    if plan.faceless_count() and not plan.faceless:  # a streamed driver: counted while it was tracked
-        print(f"th: {plan.faceless_count()} driver frame(s) without a face: last landmarks held", file=sys.stderr)
-    dt = time.perf_counter() - t1
-    report = sys.stderr if sink is not None and sink.target == "-" else sys.stdout  # stdout may carry the frames
-    print(f"{result.frames} frames ({plan.description}) in {dt:.1f} s = {result.frames / dt:.1f} fps "
-          f"(total {time.perf_counter() - t0:.1f} s) → {out} [watermark {result.payload}, C2PA-signed]", file=report)
-    if sink is not None:
-        print(f"th: {sink.summary()}", file=sys.stderr)
+            t1 = time.perf_counter()
+            with Prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads), name="th-render") as rendered:
+                result = write_video(rendered, out, plan.fps, facts, audio_from=plan.audio_from, force=force,
+                                     identity=identity, on_frame=sink)
+        if plan.faceless_count():  # a streamed driver is counted while it is tracked: reported after the rendering
+            print(f"th: {plan.faceless_count()} driver frame(s) without a face: last landmarks held", file=sys.stderr)
+        dt = time.perf_counter() - t1
+        report = sys.stderr if sink is not None and sink.target == "-" else sys.stdout  # stdout may carry the frames
+        print(f"{result.frames} frames ({plan.description}) in {dt:.1f} s = {result.frames / dt:.1f} fps "
+              f"(total {time.perf_counter() - t0:.1f} s) → {out} [watermark {result.payload}, C2PA-signed]", file=report)
+        if sink is not None:
+            print(f"th: {sink.summary()}", file=sys.stderr)

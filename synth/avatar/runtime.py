@@ -107,7 +107,8 @@ class OnnxGenerator:
                 ref = self._torch(y[:1], psi[:1], None if warped is None else warped[:1])
             err = float((out[:1] - ref).abs().max())
             if not err <= AGREEMENT:
-                raise RuntimeError(f"ONNX Runtime disagrees with torch by {err:.2e} on the first frame")
+                raise UserError(f"ONNX Runtime disagrees with torch by {err:.2e} on the first frame (a damaged "
+                                f"cache? remove {ort_engine.cache_dir()}), or use --engine torch")
             self._checked = True
         return out
 

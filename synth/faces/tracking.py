@@ -231,18 +231,10 @@ def stream_track(
         raise UserError("no face found in any frame of the video")
 
 
-def track_frames(
-    frames: Iterable[np.ndarray],
-    fps: float,
-    detector=None,
-    keyframe_every: int = 10,
-    smooth: bool = True,
-    min_cutoff: float = 1.0,
-    beta: float = 0.05,
-    face_index: int | None = None,
-) -> LandmarkTrack:
-    """Track one face through a stream of RGB frames (``stream_track``, collected into a LandmarkTrack)."""
-    out = list(stream_track(frames, fps, detector, keyframe_every, smooth, min_cutoff, beta, face_index))
+def track_frames(frames: Iterable[np.ndarray], fps: float, **options) -> LandmarkTrack:
+    """Track one face through a stream of RGB frames: ``stream_track`` (same ``options``) collected into a
+    LandmarkTrack."""
+    out = list(stream_track(frames, fps, **options))
     return LandmarkTrack(np.stack([t.landmarks for t in out]), np.array([t.confidence for t in out], np.float32),
                          np.array([t.has_face for t in out]), float(fps), out[-1].frame_size)
 
@@ -253,4 +245,5 @@ def track_video(path: Path | str, detector=None, keyframe_every: int = 10, smoot
     from synth.media.video import iter_frames, probe
 
     info = probe(path)
-    return track_frames(iter_frames(path), info.fps, detector, keyframe_every, smooth, face_index=face_index)
+    return track_frames(iter_frames(path), info.fps, detector=detector, keyframe_every=keyframe_every, smooth=smooth,
+                        face_index=face_index)

@@ -1,10 +1,10 @@
-"""Overlap the stages of a streaming job: run a producer in a background thread behind a bounded queue.
+"""Overlap the stages of a streaming job: a producer in a background thread (``Prefetch``) or, for a stage that
+holds the GIL, in a child process (``ProcessStream``), behind a bounded buffer.
 
-`th animate` is decode → track → warp + generate → watermark → encode. The heavy parts release the GIL
-(ONNX Runtime / torch kernels, OpenCV, numpy, the ffmpeg child process), so producer threads let the driver be
-tracked and the generator work on the next frames while the main thread watermarks and hands frame t to the
-encoder: on two cores the stages overlap instead of adding up. The queue is bounded, so memory stays flat
-for any length.
+`th animate` is decode → track → warp + generate → watermark → encode. Rendering releases the GIL (ONNX Runtime
+/ torch kernels, OpenCV, numpy), so a renderer thread works on the next frames while the main thread watermarks
+and hands frame t to the ffmpeg child; dlib's tracker does not, so it runs in a child process. On two cores the
+stages overlap instead of adding up; the buffers are bounded, so memory stays flat for any length.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
+
+from synth.errors import UserError
 
 T = TypeVar("T")
 
@@ -35,6 +37,7 @@ class Prefetch(Generic[T]):
 
     def __init__(self, items: Iterable[T], depth: int = 8, setup: Callable[[], None] | None = None,
                  name: str = "th-prefetch") -> None:
+        # setup: runs first in the thread (e.g. torch's thread count, which OpenMP keeps per thread)
         self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._done = False
@@ -94,13 +97,6 @@ class Prefetch(Generic[T]):
         self.close()
 
 
-def prefetch(items: Iterable[T], depth: int = 8, setup: Callable[[], None] | None = None,
-             name: str = "th-prefetch") -> Prefetch[T]:
-    """``Prefetch(items, depth, setup)``: ``setup`` runs first in the thread (e.g. torch's thread count, which
-    OpenMP keeps per thread)."""
-    return Prefetch(items, depth, setup, name)
-
-
 class ProcessStream(Generic[T]):
     """An iterator over ``fn(*args)`` (a generator; ``fn`` and ``args`` picklable) computed in a child process.
 
@@ -108,18 +104,13 @@ class ProcessStream(Generic[T]):
     process runs on the other core for real. The child is spawned (a fresh interpreter: safe whatever threads
     the parent runs); items come back through a pipe, whose buffer bounds how far the child runs ahead; an
     exception in the child is re-raised here at its position. The child dies with its parent (Linux
-    parent-death signal) and is killed by ``close()``. ``in_thread=True`` runs the generator in a thread instead
-    (``Prefetch``).
+    parent-death signal) and is killed by ``close()``.
     """
 
-    def __init__(self, fn: Callable[..., Iterable[T]], *args: object, in_thread: bool = False) -> None:
+    def __init__(self, fn: Callable[..., Iterable[T]], *args: object) -> None:
         import multiprocessing as mp
 
         self._done = False
-        if in_thread:
-            self._thread: Prefetch[T] | None = Prefetch(fn(*args), depth=32, name="th-stream")
-            return
-        self._thread = None
         ctx = mp.get_context("spawn")
         self._recv, send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_stream_child, args=(send, fn, args), name="th-stream", daemon=True)
@@ -130,14 +121,14 @@ class ProcessStream(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        if self._thread is not None:
-            return next(self._thread)
         if self._done:
             raise StopIteration
         try:
             kind, x = self._recv.recv()
         except EOFError:
-            kind, x = "error", RuntimeError("the stream's child process died")
+            self._proc.join()
+            kind, x = "error", UserError(f"a worker process ({self._proc.name}) died with exit code "
+                                         f"{self._proc.exitcode}")
         if kind == "item":
             return x
         self.close()
@@ -147,9 +138,6 @@ class ProcessStream(Generic[T]):
 
     def close(self) -> None:
         self._done = True
-        if self._thread is not None:
-            self._thread.close()
-            return
         if self._proc.is_alive():
             self._proc.kill()
         self._proc.join()
