@@ -116,3 +116,58 @@ def test_subpixel_head_is_the_same_function_border_included(k: int) -> None:
         ref, fast = g(y, psi, warped), SubpixelWarpGenerator(g)(y, psi, warped)
     assert (ref - warped.mean(1)).abs().mean() > 1e-3  # the perturbed head paints something
     assert (fast - ref).abs().max() < 1e-5  # every pixel, the border ring included
+
+
+def test_an_animated_avatar_is_compiled_and_animates_again_without_torch(tmp_path, th_home, astronaut) -> None:
+    """`th animate` compiles an avatar (ψ + the cached graph + a reference frame); the next animation of it
+    renders the torch path's frames with ONNX Runtime alone (torch cannot even be imported in that run), and a
+    cache entry that disagrees with its graph is dropped instead of used."""
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    from synth.avatar import compiled
+    from synth.avatar.animate import render, render_frames
+    from synth.avatar.avatar_file import Avatar
+    from synth.avatar.bundled import default_model_path, file_sha256
+    from synth.avatar.finetune import PersonParams
+    from synth.avatar.model import TalkingHeadModel
+    from synth.avatar.motion import builtin_motion
+    from tests.conftest import run_th
+
+    photo, avatar = tmp_path / "a.png", tmp_path / "a.avatar"
+    cv2.imwrite(str(photo), astronaut[:, :, ::-1])
+    assert run_th("enroll", photo, "-o", avatar, "--steps", "0", "--consent", "test").returncode == 0
+    r = run_th("animate", avatar, "talk", "--seconds", "1", "-o", tmp_path / "first.mp4")
+    assert r.returncode == 0, r.stderr
+    entries = list((th_home / "cache" / "engine").glob("animate-*.npz"))
+    assert len(entries) == 1
+
+    av = Avatar.load(avatar)
+    sources = (av.tensors["shots"], av.tensors["shot_landmarks"])
+    model_sha, avatar_sha = file_sha256(default_model_path()), file_sha256(avatar)
+    fast = compiled.CompiledAvatar.load(model_sha, avatar_sha, sources, av.landmarks, threads=1)
+    assert fast is not None
+    net = TalkingHeadModel.load(default_model_path())
+    params = PersonParams.from_tensors(av.tensors)
+    lms = builtin_motion("talk", av.landmarks, seconds=0.4)
+    ref = np.stack(list(render(net, params.generator_module(net), params.psi, lms, 256, sources=params.sources)))
+    out = np.stack(list(render_frames(fast.generate, fast.size, fast.uses_warp, lms, 256, sources=sources)))
+    assert ref.shape == out.shape == (10, 256, 256, 3) and ref.std() > 20
+    assert np.abs(ref.astype(int) - out).max() <= 1 and np.mean(ref != out) < 0.01  # float rounding only
+
+    blocked = "import sys; sys.modules['torch'] = None; sys.argv[0] = 'th'; from thcli.app import main; main()"
+    r = subprocess.run([sys.executable, "-c", blocked, "animate", str(avatar), "talk", "--seconds", "1",
+                        "-o", str(tmp_path / "second.mp4")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "25 frames" in r.stdout, r.stderr
+    assert run_th("verify", tmp_path / "second.mp4").returncode == 0
+
+    with np.load(entries[0]) as z:  # a damaged entry: its reference no longer matches the graph
+        fields = {k: z[k] for k in z.files}
+    np.savez(entries[0], **{**fields, "reference": fields["reference"] + 0.1})
+    assert compiled.CompiledAvatar.load(model_sha, avatar_sha, sources, av.landmarks, threads=1) is None
+    assert not entries[0].exists()
+    r = run_th("animate", avatar, "talk", "--seconds", "1", "-o", tmp_path / "third.mp4")  # torch again, recompiles
+    assert r.returncode == 0 and entries[0].exists(), r.stderr

@@ -73,39 +73,82 @@ def animate(
             tracked = TrackedDriver(Path(driver or "")).start()
             stack.callback(tracked.close)
         # heavy imports from here on: the tracker child is already decoding the driver meanwhile
+        import os
         import sys
         import time
 
-        import torch
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from provenance.manifest import GenerationFacts
         from provenance.write import write_video
-        from synth.avatar.animate import plan_driver, render
+        from synth.avatar import compiled
+        from synth.avatar.animate import plan_driver, render_frames
         from synth.avatar.avatar_file import Avatar
-        from synth.avatar.bundled import model_identity, resolve_model
-        from synth.avatar.enroll import enroll as run_enroll
-        from synth.avatar.enroll import load_shots
-        from synth.avatar.finetune import PersonParams
-        from synth.avatar.model import TalkingHeadModel
-        from synth.avatar.runtime import runtime_generator
-        from synth.device import resolve_device, set_threads
+        from synth.avatar.bundled import file_sha256, model_identity, resolve_model
         from synth.media.pipeline import Prefetch
         from synth.media.video import is_image_path
+        from synth.nets.engine import onnx_available
 
-        set_threads(threads)
-        dev = resolve_device(device)
         model_path = resolve_model(model)
         model_id, model_sha = model_identity(model_path)
         t0 = time.perf_counter()
-        net = TalkingHeadModel.load(model_path, dev)
-        if is_image_path(avatar):
-            shots = load_shots([avatar], net.image_size)
-            av = run_enroll(net, model_path, shots, steps, avatar.stem, consent or "not stated")
-            print(f"th: enrolled {avatar.name} on the fly ({steps} steps)", file=sys.stderr)
-        else:
+        av, fast, setup = None, None, None
+        if not is_image_path(avatar):
             av = Avatar.load(avatar, base_model_sha256=model_sha)
-        plan = plan_driver(str(audio_from) if driver is None else driver, av.landmarks, net.image_size,
+            avatar_sha = file_sha256(avatar)
+            sources = (av.tensors["shots"], av.tensors["shot_landmarks"]) if "shots" in av.tensors else None
+            if device == "cpu" and engine != "torch" and onnx_available(export=False):
+                # an avatar animated before: its compiled generator runs without importing torch (~2-3 s)
+                n = threads or int(os.environ.get("TH_THREADS", "0")) or (os.cpu_count() or 1)
+                fast = compiled.CompiledAvatar.load(model_sha, avatar_sha, sources, av.landmarks, n)
+        if fast is not None:
+            image_size, uses_warp, generate = fast.size, fast.uses_warp, fast.generate
+        else:
+            import torch
+
+            from synth.avatar.enroll import enroll as run_enroll
+            from synth.avatar.enroll import load_shots
+            from synth.avatar.finetune import PersonParams
+            from synth.avatar.model import TalkingHeadModel
+            from synth.avatar.runtime import OnnxGenerator, runtime_generator
+            from synth.device import resolve_device, set_threads
+
+            set_threads(threads)
+            dev = resolve_device(device)
+            net = TalkingHeadModel.load(model_path, dev)
+            if av is None:
+                shots = load_shots([avatar], net.image_size)
+                av = run_enroll(net, model_path, shots, steps, avatar.stem, consent or "not stated")
+                print(f"th: enrolled {avatar.name} on the fly ({steps} steps)", file=sys.stderr)
+            params = PersonParams.from_tensors(av.tensors)
+            sources = params.sources
+            k = None if sources is None else len(sources[0])
+            g = params.generator_module(net)
+            gen = runtime_generator(g, net.image_size, k, dev, engine)
+            image_size, uses_warp = net.image_size, net.uses_warp
+
+            def generate(y, warped):  # uint8 in, uint8 out, as CompiledAvatar.generate
+                from synth.avatar.model import images_to_tensor, tensor_to_images
+
+                s, d = net.image_size, net.device
+                w = None if warped is None else images_to_tensor(warped.reshape(-1, s, s, 3), d).view(len(warped), -1, 3, s, s)
+                with torch.no_grad():
+                    return tensor_to_images(net.generate(images_to_tensor(y, d), psi=params.psi, generator=gen, warped=w))
+
+            if isinstance(gen, OnnxGenerator) and not is_image_path(avatar):  # the next run skips torch
+                def reference(y, w):
+                    with torch.no_grad():
+                        return g(torch.from_numpy(y), params.psi[None].expand(len(y), -1),
+                                 None if w is None else torch.from_numpy(w)).numpy()
+
+                compiled.save(model_sha, avatar_sha, gen.key, net.image_size, net.uses_warp, params.psi.numpy(),
+                              sources, av.landmarks, reference)
+            n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread too
+
+            def setup():
+                torch.set_num_threads(n_threads)
+
+        plan = plan_driver(str(audio_from) if driver is None else driver, av.landmarks, image_size,
                            relative=not absolute, fps=fps, seconds=seconds, neutral=neutral,
                            audio_only=audio_from is not None, audio_model=audio_model, tracked=tracked)
         paste = None
@@ -114,12 +157,8 @@ def animate(
                 raise UserError(f"{avatar}: this avatar keeps no photo for --full-frame; re-enroll it")
             h, w = av.photo.shape[:2]  # H.264 4:2:0 needs even sides: an odd photo loses its last row/column
             paste = (av.photo[: h - h % 2, : w - w % 2], av.photo_affine)
-        params = PersonParams.from_tensors(av.tensors)
         facts = GenerationFacts(GenerationFacts.current().th_version, model_id, model_sha, av.avatar_id,
                                 av.meta.get("consent"), plan.driver_sha256)
-        k = None if params.sources is None else len(params.sources[0])
-        gen = runtime_generator(params.generator_module(net), net.image_size, k, dev, engine)
-        n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread sets it too
         # Three overlapped stages: a video driver is decoded and tracked in a child process (started before the
         # imports), the renderer thread warps and generates, this thread watermarks and feeds the encoder.
         with Progress(TextColumn("[bold]animate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -133,13 +172,13 @@ def animate(
 
             def frames():
                 lms, batch = (taken(), 1) if sink is not None else (plan.landmarks, 8)  # live: no batching delay
-                for f in render(net, gen, params.psi, lms, size, batch=batch, paste_into=paste,
-                                sources=params.sources):
+                for f in render_frames(generate, image_size, uses_warp, lms, size, batch=batch, paste_into=paste,
+                                       sources=sources):
                     progress.advance(task)
                     yield f
 
             t1 = time.perf_counter()
-            with Prefetch(frames(), setup=lambda: torch.set_num_threads(n_threads), name="th-render") as rendered:
+            with Prefetch(frames(), setup=setup, name="th-render") as rendered:
                 result = write_video(rendered, out, plan.fps, facts, audio_from=plan.audio_from, force=force,
                                      identity=identity, on_frame=sink)
         if plan.faceless_count():  # a streamed driver is counted while it is tracked: reported after the rendering

@@ -164,27 +164,46 @@ def render(model, generator, psi, landmarks: Iterable[np.ndarray], out_size: int
            paste_into: tuple[np.ndarray, np.ndarray] | None = None,
            sources: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 RGB frames (out_size²) for each landmark set (68, 2) of a sequence or stream, ``batch`` at
-    a time.
+    a time, with the torch ``model`` and its (folded, possibly fine-tuned) ``generator`` and AdaIN ``psi``.
 
     ``paste_into`` = (photo, affine photo→crop): each generated crop is blended back into the full
     photo instead (output = the photo's size), so the result is not only the face crop. ``sources`` =
     (shots (K,S,S,3), landmarks (K,68,2)) at model size: what the warp-guided generator warps
     (``PersonParams.sources``).
     """
-    import cv2
     import torch
 
     from synth.avatar.model import images_to_tensor, tensor_to_images
+
+    def generate(y: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
+        s = model.image_size
+        w = None if warped is None else images_to_tensor(warped.reshape(-1, s, s, 3), model.device).view(
+            len(warped), -1, 3, s, s)
+        with torch.no_grad():
+            return tensor_to_images(model.generate(images_to_tensor(y, model.device), psi=psi, generator=generator,
+                                                   warped=w))
+
+    return render_frames(generate, model.image_size, model.uses_warp, landmarks, out_size, batch, paste_into,
+                         sources)
+
+
+def render_frames(generate, size: int, uses_warp: bool, landmarks: Iterable[np.ndarray], out_size: int,
+                  batch: int = 8, paste_into: tuple[np.ndarray, np.ndarray] | None = None,
+                  sources: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """``render`` for any engine: ``generate(landmark images (B,S,S,3), warped shots (B,K,S,S,3) or None)``
+    → uint8 frames (B,S,S,3) at the model's ``size`` (torch in ``render``, a ``CompiledAvatar`` without torch)."""
+    import cv2
+
     from synth.faces.landmark_image import draw_landmarks
 
-    s = model.image_size
+    s = size
     paster = None
     if paste_into is not None:
         from synth.faces.align import Paster
 
         paster = Paster(paste_into[0].shape, s, paste_into[1])
     warper = None
-    if model.uses_warp:
+    if uses_warp:
         if sources is None:
             raise UserError("this model warps the avatar's shots, but the avatar has none: re-enroll it")
         from synth.faces.warp import ShotWarper
@@ -192,14 +211,9 @@ def render(model, generator, psi, landmarks: Iterable[np.ndarray], out_size: int
         warper = ShotWarper(*sources)
     it = iter(landmarks)
     while chunk := list(itertools.islice(it, batch)):
-        y = images_to_tensor(np.stack([draw_landmarks(lm, s) for lm in chunk]), model.device)
-        warped = None
-        if warper is not None:
-            w = np.stack([warper(lm) for lm in chunk])  # (b,K,S,S,3)
-            warped = images_to_tensor(w.reshape(-1, s, s, 3), model.device).view(len(w), -1, 3, s, s)
-        with torch.no_grad():
-            frames = tensor_to_images(model.generate(y, psi=psi, generator=generator, warped=warped))
-        for f in frames:
+        y = np.stack([draw_landmarks(lm, s) for lm in chunk])
+        warped = None if warper is None else np.stack([warper(lm) for lm in chunk])  # (b,K,S,S,3)
+        for f in generate(y, warped):
             if paster is not None and paste_into is not None:
                 yield paster(paste_into[0], f)
             else:

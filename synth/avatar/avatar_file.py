@@ -39,7 +39,7 @@ def _shrink_photo(photo: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np
 class Avatar:
     """An enrolled person: parameters for G, the person's own landmarks and crops, and metadata."""
 
-    tensors: dict  # name → torch.Tensor (PersonParams.tensors())
+    tensors: dict  # name → array: torch.Tensor from PersonParams.tensors(), numpy when loaded (no torch needed)
     landmarks: np.ndarray  # float32 (68, 2): the avatar's neutral landmarks, crop pixels at model size
     source: np.ndarray  # uint8 (S, S, 3): the first shot's aligned crop at model size
     meta: dict  # name, photos_sha256, base_model_id, base_model_sha256, steps, consent, created, ...
@@ -60,7 +60,7 @@ class Avatar:
         import torch
         from safetensors.torch import save_file
 
-        tensors = dict(self.tensors)
+        tensors = {k: torch.as_tensor(v) for k, v in self.tensors.items()}
         tensors["avatar/landmarks"] = torch.from_numpy(self.landmarks.astype(np.float32))
         tensors["avatar/source"] = torch.from_numpy(np.ascontiguousarray(self.source))
         if self.photo is not None and self.photo_affine is not None:
@@ -78,7 +78,7 @@ class Avatar:
     def load(path: Path | str, base_model_sha256: str | None = None) -> Avatar:
         """Read and check an avatar file; ``base_model_sha256`` refuses an avatar of another model."""
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.numpy import load_file  # numpy: animating a compiled avatar never imports torch
 
         path = Path(path)
         if not path.exists():
@@ -99,16 +99,16 @@ class Avatar:
                 f"{path}: made for base model {meta.get('base_model_id')} ({str(meta.get('base_model_sha256'))[:12]}…), "
                 f"not the loaded one ({base_model_sha256[:12]}…); re-enroll or pass that --model")
         try:
-            lm = tensors.pop("avatar/landmarks").numpy()
-            src = tensors.pop("avatar/source").numpy()
+            lm = tensors.pop("avatar/landmarks")
+            src = tensors.pop("avatar/source")
         except KeyError as e:
             raise UserError(f"{path}: avatar file is missing {e}") from e
         photo, affine = None, None
         if "avatar/photo_jpeg" in tensors:
             import cv2
 
-            bgr = cv2.imdecode(tensors.pop("avatar/photo_jpeg").numpy(), cv2.IMREAD_COLOR)
-            affine = tensors.pop("avatar/photo_affine").numpy()
+            bgr = cv2.imdecode(tensors.pop("avatar/photo_jpeg"), cv2.IMREAD_COLOR)
+            affine = tensors.pop("avatar/photo_affine")
             photo = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr is not None else None
         return Avatar(tensors, lm, src, meta, photo=photo, photo_affine=affine)
 

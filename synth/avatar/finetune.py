@@ -55,7 +55,9 @@ class PersonParams:
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
     @staticmethod
-    def from_tensors(t: dict[str, torch.Tensor]) -> PersonParams:
+    def from_tensors(t: dict) -> PersonParams:
+        """From ``tensors()`` or a loaded avatar's arrays (torch tensors or numpy)."""
+        t = {k: torch.as_tensor(v) for k, v in t.items()}
         g = {k[2:]: v for k, v in t.items() if k.startswith("G/")}
         shots = t["shots"].numpy() if "shots" in t else None
         lms = t["shot_landmarks"].numpy() if "shot_landmarks" in t else None

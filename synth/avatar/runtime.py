@@ -93,7 +93,8 @@ class OnnxGenerator:
             args = (*args, torch.zeros(1, k or 1, 3, size, size))
             self._names.append("warped")
         exported = SubpixelWarpGenerator(g) if hasattr(g, "head") else g
-        graph = ort_engine.graph_for("generator", engine_key(g, size, k),
+        self.key = engine_key(g, size, k)  # the cached graph's name (synth.avatar.compiled refers to it)
+        graph = ort_engine.graph_for("generator", self.key,
                                      lambda: ort_engine.export_graph(exported, args, self._names, ["x"]))
         self._session = ort_engine.session(graph, threads)
 
