@@ -57,32 +57,40 @@ def viterbi(soft: np.ndarray, n_bits: int) -> tuple[np.ndarray, float]:
     """Soft-decision ML decoding of a zero-terminated code word: (bits, path metric).
 
     ``soft`` has RATE*(n_bits+K-1) values, positive = 0."""
+    bits, metric = viterbi_batch(np.asarray(soft)[None], n_bits)
+    return bits[0], float(metric[0])
+
+
+def viterbi_batch(soft: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``viterbi`` of C code words at once (one trellis pass): soft (C, RATE*(n_bits+K-1)) → bits
+    (C, n_bits) uint8 and path metrics (C,)."""
     out, _ = _trellis()
     n = 1 << (K - 1)
     sign = 1.0 - 2.0 * out.astype(np.float64)  # (n, 2, RATE): +1 for a 0 output
-    soft = np.asarray(soft, dtype=np.float64).reshape(n_bits + TAIL, RATE)
-    metric = np.full(n, -np.inf)
-    metric[0] = 0.0
+    soft = np.asarray(soft, dtype=np.float64).reshape(len(soft), n_bits + TAIL, RATE)
+    c = len(soft)
+    metric = np.full((c, n), -np.inf)
+    metric[:, 0] = 0.0
     # predecessors of next state ns: bit b = ns >> (K-2), states p0 = (ns & mask) << 1 and p0 | 1
     ns = np.arange(n)
     b = ns >> (K - 2)
     p0 = (ns & ((1 << (K - 2)) - 1)) << 1
     p1 = p0 | 1
-    choices = np.zeros((n_bits + TAIL, n), dtype=np.uint8)
+    s0, s1 = sign[p0, b], sign[p1, b]  # (n, RATE): the branch into ns from p0 / p1
+    choices = np.zeros((n_bits + TAIL, c, n), dtype=bool)
     for t in range(n_bits + TAIL):
-        bm = sign @ soft[t]  # (n, 2) branch metrics
-        m0 = metric[p0] + bm[p0, b]
-        m1 = metric[p1] + bm[p1, b]
+        m0 = metric[:, p0] + soft[:, t] @ s0.T
+        m1 = metric[:, p1] + soft[:, t] @ s1.T
         pick = m1 > m0
         choices[t] = pick
         metric = np.where(pick, m1, m0)
         if t >= n_bits:  # tail: only 0 inputs allowed
-            metric[b == 1] = -np.inf
-    s = 0
-    bits = np.zeros(n_bits + TAIL, dtype=np.uint8)
-    best = float(metric[0])
+            metric[:, b == 1] = -np.inf
+    state = np.zeros(c, dtype=np.int64)
+    bits = np.zeros((c, n_bits + TAIL), dtype=np.uint8)
+    best = metric[:, 0].copy()
+    rows = np.arange(c)
     for t in range(n_bits + TAIL - 1, -1, -1):
-        bits[t] = s >> (K - 2)
-        prev = ((s & ((1 << (K - 2)) - 1)) << 1) | int(choices[t, s])
-        s = prev
-    return bits[:n_bits], best
+        bits[:, t] = state >> (K - 2)
+        state = ((state & ((1 << (K - 2)) - 1)) << 1) | choices[t, rows, state]
+    return bits[:, :n_bits], best
