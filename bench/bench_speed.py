@@ -92,7 +92,13 @@ def stage_times(model_path: Path, driver: Path, repeats: int, sizes: tuple[int, 
     dec = median_time(lambda: frames.__setitem__(slice(None), list(iter_frames(driver))), repeats, warmup=0)
     n = len(frames)
     out = {"decode": dec / n * 1e3}
-    out["track"] = median_time(lambda: track_frames(frames, info.fps), 1, warmup=0) / n * 1e3
+    from synth.faces.detector import FaceDetector, fit_landmarks
+
+    fit_landmarks(frames[0], (0, 0, 64, 64))  # dlib's models load once per process (~1.8 s): not a per-frame cost
+    FaceDetector().detect(frames[0])
+    out["track"] = median_time(lambda: track_frames(frames, info.fps), repeats, warmup=0) / n * 1e3
+    out["track, re-detecting every frame (gate 0)"] = median_time(
+        lambda: track_frames(frames, info.fps, gate=0), repeats, warmup=0) / n * 1e3
     net = TalkingHeadModel.load(model_path)
     s = net.image_size
     import torch

@@ -75,3 +75,30 @@ def test_crop_round_trip(astronaut):
     x1, y1 = face.landmarks.max(0).astype(int)
     diff = np.abs(pasted[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1].astype(int)).mean()
     assert diff < 4  # the crop's resampling is the only change inside the face
+
+
+def test_gated_tracking_skips_most_redetections_and_keeps_the_landmarks():
+    """Between keyframes the tracker re-detects only where the face region changed (or the fit moved): on a
+    talking-head clip that skips most detector calls, and the landmarks stay those of checking every frame;
+    a cut to black is still noticed on its first frame."""
+    from synth.faces.align import face_scale
+    from synth.faces.detector import FaceDetector
+
+    class Counting(FaceDetector):
+        calls = 0
+
+        def detect_near(self, *a, **k):
+            Counting.calls += 1
+            return super().detect_near(*a, **k)
+
+    frames = list(iter_frames(shared_path("clips/EDTalk__pose_source1.mp4"), max_frames=60))
+    every = track_frames(frames, fps=25, detector=Counting(), gate=0)
+    checked_every, Counting.calls = Counting.calls, 0
+    gated = track_frames(frames, fps=25, detector=Counting())
+    assert checked_every == 54 and Counting.calls < 54 / 2  # 60 frames - 6 keyframes
+    assert gated.has_face.all()
+    err = np.abs(gated.landmarks - every.landmarks).mean() / face_scale(every.landmarks[0])
+    assert err < 0.01
+    frames[33] = np.zeros_like(frames[33])  # a cut to black between keyframes
+    cut = track_frames(frames, fps=25)
+    assert not cut.has_face[33] and cut.has_face[[32, 34]].all()
