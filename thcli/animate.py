@@ -25,7 +25,7 @@ def animate(
     model: Annotated[Path | None, typer.Option(help="Base model file (default: the bundled model).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | mps | auto")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores or TH_THREADS).")] = None,
-    engine: Annotated[str, typer.Option(help="Generator engine: auto (ONNX Runtime on a CPU when installed, ~2x faster, same pixels) | onnx | torch.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Generator engine: auto (ONNX Runtime on a CPU when installed, ~2x faster, same pixels; an avatar animated before starts without loading torch) | onnx | torch.")] = "auto",
     audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Speak the sound of this video (instead of a DRIVER).")] = None,
     audio_model: Annotated[Path | None, typer.Option(help="Audio-to-landmark model for audio drivers (default: the bundled one).")] = None,
     live: Annotated[str | None, typer.Option(help="Also send every frame, watermarked, as raw RGB24 (size × size, or the photo's size with --full-frame) to this named pipe, or - for stdout, the moment it is made (a live view; the signed mp4 is still written). Regular files are refused.")] = None,
