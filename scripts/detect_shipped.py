@@ -3,7 +3,8 @@ portrait of the share) against real clips sent through the same write path (wate
 read by the scorer's own crop (detect.score.face_crops), raw and after the re-uploader's chain. Not the bundled
 detector's recipe (that is `th detect train`, docs/DETECTOR.md): a measurement of what this data does.
 
-    python scripts/detect_shipped.py gen        # th animate, one 4 s file per portrait (~15 min, 1 core)
+    python scripts/detect_shipped.py gen [--source portraits|clips]  # th animate, one 4 s file per portrait
+                                                # (or per clip identity, from a video frame); ~15 min, 1 core
     python scripts/detect_shipped.py crops      # crops of real clips, th files, dev clips as they are, foreign fakes
     python scripts/detect_shipped.py finetune [--steps 600] [--threads 2]
 
@@ -50,18 +51,32 @@ def fake_split(identity: str, dev: set[str]) -> str:
     return "test" if identity in dev or zlib.crc32(identity.encode()) % 3 == 0 else "train"
 
 
-def gen() -> None:
+def gen(source: str) -> None:
+    """One th file per portrait (``source`` = portraits) or per clip identity, enrolled from the clip's 10th frame
+    (``source`` = clips: a video frame, not a still photo, as the photo)."""
+    from synth.media.video import read_frames_at, write_image
+
     out_dir = WORK / "out"
+    (WORK / "frames").mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TH_HOME": str(WORK / "home"), "TH_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    seen: set[str] = set()
     for row in manifest():
-        if row[1] != "portrait":
+        kind = "portrait" if source == "portraits" else "clip"
+        if row[1] != kind or (kind == "clip" and row[2] in seen):
             continue
-        out = out_dir / f"{Path(row[0]).stem}.mp4"
+        seen.add(row[2])
+        photo, name = DATA / row[0], Path(row[0]).stem
+        if kind == "clip":
+            name = f"clip-{name}"
+            photo = WORK / "frames" / f"{name}.png"
+            if not photo.exists():
+                write_image(photo, read_frames_at(DATA / row[0], [10])[10])
+        out = out_dir / f"{name}.mp4"
         if out.exists():
             continue
         motion = MOTIONS[zlib.crc32(row[0].encode()) % len(MOTIONS)]
-        r = subprocess.run([sys.executable, "-m", "thcli", "animate", str(DATA / row[0]), motion, "-o", str(out),
+        r = subprocess.run([sys.executable, "-m", "thcli", "animate", str(photo), motion, "-o", str(out),
                             "--seconds", "4", "--steps", "0", "--consent", "detector experiment", "--threads", "1"],
                            env=env, capture_output=True, text=True)
         print(row[0], row[2], "ok" if r.returncode == 0 else r.stderr.strip()[-120:], flush=True)
@@ -116,6 +131,7 @@ class CropSet:
 
     def __init__(self) -> None:
         self.identity = {Path(r[0]).stem: r[2] for r in manifest()}
+        self.identity |= {f"clip-{k}": v for k, v in self.identity.items()}  # th files enrolled from a clip frame
         self.dev = dev_identities()
         self.files = {}
         for p in sorted((WORK / "crops").glob("*.npz")):
@@ -198,10 +214,16 @@ def main() -> None:
     ap.add_argument("stage", choices=("gen", "crops", "finetune"))
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--source", choices=("portraits", "clips"), default="portraits", help="gen: what th enrolls")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs the shared data at {DATA}")
-    {"gen": gen, "crops": crops}.get(args.stage, lambda: finetune(args.steps, args.threads))()
+    if args.stage == "gen":
+        gen(args.source)
+    elif args.stage == "crops":
+        crops()
+    else:
+        finetune(args.steps, args.threads)
 
 
 if __name__ == "__main__":
