@@ -177,8 +177,8 @@ def load_scorer(path: Path | str | None = None):
     """The fastest loaded form of a detector for scoring: ``OnnxDetector`` when ONNX Runtime is installed
     (from the cached graph, else exported now and checked), else ``Detector``."""
     import hashlib
-    import os
 
+    from synth.device import thread_count
     from synth.nets import engine
 
     path = Path(path) if path is not None else bundled_weights()
@@ -186,7 +186,7 @@ def load_scorer(path: Path | str | None = None):
     if not engine.onnx_available(export=False):
         return Detector.load(path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    threads = int(os.environ.get("TH_THREADS", "0")) or (os.cpu_count() or 1)
+    threads = thread_count()
     graph = engine.cached_graph("detector", sha)
     if graph is not None:
         return OnnxDetector(spec, engine.session(graph, threads), sha)

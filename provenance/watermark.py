@@ -29,6 +29,7 @@ Design (details, measurements and the false-match calculation in docs/PROVENANCE
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -713,27 +714,27 @@ def _geometry(acc: Accumulator) -> tuple[float, list[tuple[float, float, tuple[i
     fit_rank = sorted((c for cs in by_fit.values() for c in cs), key=lambda c: -c[0])
     lattice_rank = sorted(by_lattice, key=lambda c: -c[0])
     ranked, seen = [], set()
-    for pair in zip(fit_rank, lattice_rank + [None] * len(fit_rank)):
-        for c in pair:
-            if c is not None and (round(c[1], 4), c[2], c[3]) not in seen:
-                seen.add((round(c[1], 4), c[2], c[3]))
-                ranked.append(c)
+    for c in itertools.chain.from_iterable(itertools.zip_longest(fit_rank, lattice_rank)):
+        if c is not None and (round(c[1], 4), c[2], c[3]) not in seen:
+            seen.add((round(c[1], 4), c[2], c[3]))
+            ranked.append(c)
     return max(c[0] for c in cands), ranked[:MAX_CANDIDATES]
 
 
 def _gain_coherence(feats: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Per gain of GAINS: |Σ exp(2i·2π(f/gain − dither)/STEP)| / √n over every feature of every frame — the QIM
     phase doubled, so it is blind to the bits (≈ 1 on unmarked content, large at the mark's true gain)."""
-    f = np.concatenate([a.ravel() for a, _ in feats if a.size]) if any(a.size for a, _ in feats) else np.zeros(0)
-    if f.size == 0:
+    seen = [(a, k) for a, k in feats if a.size]
+    if not seen:
         return np.zeros(len(GAINS))
-    d = np.concatenate([layout().dither[k].ravel() for a, k in feats if a.size])
+    f = np.concatenate([a.ravel() for a, _ in seen])
+    d = np.concatenate([layout().dither[k].ravel() for _, k in seen])
     inv = 1.0 / np.asarray(GAINS)[:, None]
     ph = np.exp(1j * (4.0 * np.pi / STEP) * (f[None, :] * inv - d[None, :]))
     return np.abs(ph.sum(axis=1)) / np.sqrt(f.size)
 
 
-MAX_CANDIDATES = 120  # (geometry, gain) candidates decoded, best code fit first, until N_CRC_TESTS distinct words
+MAX_CANDIDATES = 120  # (geometry, gain) candidates decoded in the interleaved order until N_CRC_TESTS distinct words
 Z_SYNC_OK = 6.0  # refined lattice z of a sync candidate above which the exhaustive lattice search is skipped
 STATIC_MOTION = 2.0  # mean |frame - temporal mean| (luma levels) below which a video counts as static
 REFINE_PX = 3  # offset window (reference px) around a sync candidate searched by the lattice score
@@ -749,7 +750,7 @@ def _decide(acc: Accumulator) -> WatermarkResult:
     # 1st CRC test: the untouched geometry (a file as th wrote it, or re-encoded without crop or resize)
     s, off, z = 1.0, (0, 0), 0.0
     bits, ok, agree = _decode_soft(_soft_sum(_frame_features(acc.planes, s, off)))
-    if not ok:  # then the search's candidates, best code fit first, until N_CRC_TESTS distinct words are checked
+    if not ok:  # then the search's candidates in their interleaved order, until N_CRC_TESTS distinct words are checked
         z, cands = _geometry(acc)
         checked, feats = {bits.tobytes()}, {}
         for _, s2, off2, gain2 in cands:

@@ -11,13 +11,16 @@ if TYPE_CHECKING:
     import torch
 
 
+def thread_count(n: int | None = None) -> int:
+    """The thread count to use: ``n``, else TH_THREADS, else all cores (no torch needed: ONNX Runtime uses it too)."""
+    return max(1, n or int(os.environ.get("TH_THREADS", "0")) or (os.cpu_count() or 1))
+
+
 def set_threads(n: int | None) -> int:
-    """Set torch's intra-op thread count (default: TH_THREADS or all cores). Returns the count used."""
+    """Set torch's intra-op thread count (``thread_count(n)``). Returns the count used."""
     import torch
 
-    if n is None:
-        n = int(os.environ.get("TH_THREADS", "0")) or (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, n))
+    torch.set_num_threads(thread_count(n))
     return torch.get_num_threads()
 
 

@@ -73,7 +73,6 @@ def animate(
             tracked = TrackedDriver(Path(driver or "")).start()
             stack.callback(tracked.close)
         # heavy imports from here on: the tracker child is already decoding the driver meanwhile
-        import os
         import sys
         import time
 
@@ -82,9 +81,10 @@ def animate(
         from provenance.manifest import GenerationFacts
         from provenance.write import write_video
         from synth.avatar import compiled
-        from synth.avatar.animate import plan_driver, render_frames
+        from synth.avatar.animate import plan_driver, render_frames, torch_generate
         from synth.avatar.avatar_file import Avatar
         from synth.avatar.bundled import file_sha256, model_identity, resolve_model
+        from synth.device import thread_count
         from synth.media.pipeline import Prefetch
         from synth.media.video import is_image_path
         from synth.nets.engine import onnx_available
@@ -99,8 +99,7 @@ def animate(
             sources = (av.tensors["shots"], av.tensors["shot_landmarks"]) if "shots" in av.tensors else None
             if device == "cpu" and engine != "torch" and onnx_available(export=False):
                 # an avatar animated before: its compiled generator runs without importing torch (~2-3 s)
-                n = threads or int(os.environ.get("TH_THREADS", "0")) or (os.cpu_count() or 1)
-                fast = compiled.CompiledAvatar.load(model_sha, avatar_sha, sources, av.landmarks, n)
+                fast = compiled.CompiledAvatar.load(model_sha, avatar_sha, sources, av.landmarks, thread_count(threads))
         if fast is not None:
             image_size, uses_warp, generate = fast.size, fast.uses_warp, fast.generate
         else:
@@ -125,24 +124,10 @@ def animate(
             k = None if sources is None else len(sources[0])
             g = params.generator_module(net)
             gen = runtime_generator(g, net.image_size, k, dev, engine)
-            image_size, uses_warp = net.image_size, net.uses_warp
-
-            def generate(y, warped):  # uint8 in, uint8 out, as CompiledAvatar.generate
-                from synth.avatar.model import images_to_tensor, tensor_to_images
-
-                s, d = net.image_size, net.device
-                w = None if warped is None else images_to_tensor(warped.reshape(-1, s, s, 3), d).view(len(warped), -1, 3, s, s)
-                with torch.no_grad():
-                    return tensor_to_images(net.generate(images_to_tensor(y, d), psi=params.psi, generator=gen, warped=w))
-
+            image_size, uses_warp, generate = net.image_size, net.uses_warp, torch_generate(net, gen, params.psi)
             if isinstance(gen, OnnxGenerator) and not is_image_path(avatar):  # the next run skips torch
-                def reference(y, w):
-                    with torch.no_grad():
-                        return g(torch.from_numpy(y), params.psi[None].expand(len(y), -1),
-                                 None if w is None else torch.from_numpy(w)).numpy()
-
-                compiled.save(model_sha, avatar_sha, gen.key, net.image_size, net.uses_warp, params.psi.numpy(),
-                              sources, av.landmarks, reference)
+                compiled.save(model_sha, avatar_sha, gen.key, net.image_size, net.uses_warp, g, params.psi, sources,
+                              av.landmarks)
             n_threads = torch.get_num_threads()  # OpenMP keeps the count per thread: the renderer thread too
 
             def setup():

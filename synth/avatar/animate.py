@@ -171,20 +171,26 @@ def render(model, generator, psi, landmarks: Iterable[np.ndarray], out_size: int
     (shots (K,S,S,3), landmarks (K,68,2)) at model size: what the warp-guided generator warps
     (``PersonParams.sources``).
     """
+    return render_frames(torch_generate(model, generator, psi), model.image_size, model.uses_warp, landmarks,
+                         out_size, batch, paste_into, sources)
+
+
+def torch_generate(model, generator, psi):
+    """``generate`` of ``render_frames`` for the torch ``model`` with ``generator`` (any engine with the torch
+    generator's signature) and AdaIN ``psi``: landmark images (B,S,S,3), warped shots (B,K,S,S,3) or None, uint8
+    → frames (B,S,S,3), uint8."""
     import torch
 
     from synth.avatar.model import images_to_tensor, tensor_to_images
 
-    def generate(y: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
-        s = model.image_size
-        w = None if warped is None else images_to_tensor(warped.reshape(-1, s, s, 3), model.device).view(
-            len(warped), -1, 3, s, s)
-        with torch.no_grad():
-            return tensor_to_images(model.generate(images_to_tensor(y, model.device), psi=psi, generator=generator,
-                                                   warped=w))
+    s, dev = model.image_size, model.device
 
-    return render_frames(generate, model.image_size, model.uses_warp, landmarks, out_size, batch, paste_into,
-                         sources)
+    def generate(y: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
+        w = None if warped is None else images_to_tensor(warped.reshape(-1, s, s, 3), dev).view(len(warped), -1, 3, s, s)
+        with torch.no_grad():
+            return tensor_to_images(model.generate(images_to_tensor(y, dev), psi=psi, generator=generator, warped=w))
+
+    return generate
 
 
 def render_frames(generate, size: int, uses_warp: bool, landmarks: Iterable[np.ndarray], out_size: int,

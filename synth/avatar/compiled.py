@@ -15,7 +15,6 @@ avatar file's sha256 and this format. The newest ``CACHE_KEEP`` are kept.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +78,7 @@ class CompiledAvatar:
         feeds = {"y": ins[0], "psi": np.ascontiguousarray(np.broadcast_to(self.psi, (len(y), self.psi.size)))}
         if self.uses_warp:
             feeds["warped"] = ins[1]
-        return np.clip(self.session.run(None, feeds)[0], -1.0, 1.0)
+        return self.session.run(None, feeds)[0]  # unclipped: to_images clips
 
     @staticmethod
     def load(model_sha256: str, avatar_sha256: str, sources: tuple[np.ndarray, np.ndarray] | None,
@@ -104,7 +103,7 @@ class CompiledAvatar:
                               ort_engine.session(graph, threads))
         y, w = reference_inputs(shots, shot_lms, landmarks, size)
         try:
-            err = float(np.abs(fast._run(y, w) - fields["reference"]).max())
+            err = float(np.abs(np.clip(fast._run(y, w), -1.0, 1.0) - fields["reference"]).max())
         except Exception:  # a graph of other shapes (onnxruntime raises its own error types)
             return None
         if not err <= AGREEMENT:
@@ -114,22 +113,26 @@ class CompiledAvatar:
         return fast
 
 
-def save(model_sha256: str, avatar_sha256: str, graph_key: str, size: int, uses_warp: bool, psi: np.ndarray,
-         sources: tuple[np.ndarray, np.ndarray] | None, landmarks: np.ndarray,
-         reference_generator: Callable[[np.ndarray, np.ndarray | None], np.ndarray]) -> None:
-    """Cache the compiled form of an avatar (best effort, like the graph cache). ``reference_generator``
-    = the torch generator on the float inputs of ``to_inputs``, returning floats (B,3,S,S)."""
+def save(model_sha256: str, avatar_sha256: str, graph_key: str, size: int, uses_warp: bool, generator, psi,
+         sources: tuple[np.ndarray, np.ndarray] | None, landmarks: np.ndarray) -> None:
+    """Cache the compiled form of an avatar (best effort, like the graph cache): ``generator`` = the folded torch
+    generator its graph was exported from and ``psi`` its AdaIN tensor (the reference frame is theirs)."""
     import io
+
+    import torch
 
     from synth.errors import UserError
     from synth.media.atomic import atomic_write_bytes
 
     shots, shot_lms = sources if sources is not None else (None, None)
     y, w = reference_inputs(shots, shot_lms, landmarks, size)
-    ref = np.clip(reference_generator(*to_inputs(y, w if uses_warp else None)), -1.0, 1.0).astype(np.float32)
+    ins = [torch.from_numpy(a) for a in to_inputs(y, w if uses_warp else None)]
+    with torch.no_grad():
+        ref = generator(ins[0], psi[None], ins[1] if uses_warp else None).numpy()
     buf = io.BytesIO()
     np.savez(buf, format=np.array(FORMAT), graph_key=np.array(graph_key), size=np.array(size),
-             uses_warp=np.array(uses_warp), psi=np.asarray(psi, np.float32), reference=ref)
+             uses_warp=np.array(uses_warp), psi=psi.detach().cpu().numpy().astype(np.float32),
+             reference=np.clip(ref, -1.0, 1.0).astype(np.float32))
     path = _path(entry_key(model_sha256, avatar_sha256))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

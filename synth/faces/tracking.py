@@ -158,14 +158,15 @@ def _follow(
         lm = None
         c = 0.0
         pred = _box_from_landmarks(prev, rel) if prev is not None else None
-        if (pred is not None and prev is not None and i % keyframe_every != 0 and prev_rgb is not None
+        in_pred = None  # the 68-point fit in the predicted box, once computed
+        if (pred is not None and i % keyframe_every != 0 and prev_rgb is not None
                 and _change(prev_rgb, rgb, pred) < gate):
             # the region around the face barely changed: the same face, fitted in its predicted box — unless
             # the fit itself moved or resized (a fit that drifts would feed its drift into the next box)
-            lm = fit_landmarks(rgb, pred)
-            if _moved(prev, lm) < MAX_GATED_MOVE:
-                yield lm, prev_c, (rgb.shape[1], rgb.shape[0])
-                prev, prev_rgb = lm, rgb
+            in_pred = fit_landmarks(rgb, pred)
+            if _moved(prev, in_pred) < MAX_GATED_MOVE:
+                yield in_pred, prev_c, (rgb.shape[1], rgb.shape[0])
+                prev, prev_rgb = in_pred, rgb
                 continue
         if pred is None or i % keyframe_every == 0:
             faces = det.detect(rgb)
@@ -190,7 +191,7 @@ def _follow(
             if pred is not None and _iou(face.box, pred) > 0.6:
                 # Same face, same place: fit in the box predicted from the last landmarks, so a still
                 # head gives still landmarks (detector boxes wobble by a few pixels between calls).
-                lm = fit_landmarks(rgb, pred)
+                lm = in_pred if in_pred is not None else fit_landmarks(rgb, pred)
             else:
                 lm = face.landmarks if face.landmarks is not None else fit_landmarks(rgb, face.box)
                 rel = _relation(face.box, lm)
