@@ -3,8 +3,10 @@ portrait of the share) against real clips sent through the same write path (wate
 read by the scorer's own crop (detect.score.face_crops), raw and after the re-uploader's chain. Not the bundled
 detector's recipe (that is `th detect train`, docs/DETECTOR.md): a measurement of what this data does.
 
-    python scripts/detect_shipped.py gen [--source portraits|clips]  # th animate, one 4 s file per portrait
-                                                # (or per clip identity, from a video frame); ~15 min, 1 core
+    python scripts/detect_shipped.py gen [--source portraits|clips] [--driver motion|video]
+                                                # th animate, one 4 s file per portrait (or per clip identity,
+                                                # from a video frame), driven by a built-in motion or another
+                                                # identity's real clip; ~10 min each, 1 core, in one process
     python scripts/detect_shipped.py crops      # crops of real clips, th files, dev clips as they are, foreign fakes
     python scripts/detect_shipped.py finetune [--steps 600] [--threads 2]
 
@@ -51,16 +53,25 @@ def fake_split(identity: str, dev: set[str]) -> str:
     return "test" if identity in dev or zlib.crc32(identity.encode()) % 3 == 0 else "train"
 
 
-def gen(source: str) -> None:
+def gen(source: str, driver: str = "motion") -> None:
     """One th file per portrait (``source`` = portraits) or per clip identity, enrolled from the clip's 10th frame
-    (``source`` = clips: a video frame, not a still photo, as the photo)."""
+    (``source`` = clips: a video frame, not a still photo, as the photo). ``driver`` = motion: a built-in motion;
+    video: a real clip of another identity of the same split (its tracked landmarks, relative motion), as most
+    users drive th; those files are named ``drv-<name>.mp4``."""
     from synth.media.video import read_frames_at, write_image
 
     out_dir = WORK / "out"
     (WORK / "frames").mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TH_HOME": str(WORK / "home"), "TH_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    in_process = os.environ.get("TH_HOME") == env["TH_HOME"]
+    if in_process:
+        from typer.testing import CliRunner
+
+        from thcli.app import app
     seen: set[str] = set()
+    dev = dev_identities()
+    clips = [r for r in manifest() if r[1] == "clip"]
     for row in manifest():
         kind = "portrait" if source == "portraits" else "clip"
         if row[1] != kind or (kind == "clip" and row[2] in seen):
@@ -72,13 +83,22 @@ def gen(source: str) -> None:
             photo = WORK / "frames" / f"{name}.png"
             if not photo.exists():
                 write_image(photo, read_frames_at(DATA / row[0], [10])[10])
+        motion = MOTIONS[zlib.crc32(row[0].encode()) % len(MOTIONS)]
+        if driver == "video":
+            name = f"drv-{name}"
+            split = fake_split(row[2], dev)
+            pool = [c for c in clips if c[2] != row[2] and fake_split(c[2], dev) == split]
+            motion = str(DATA / pool[zlib.crc32(row[0].encode()) % len(pool)][0])
         out = out_dir / f"{name}.mp4"
         if out.exists():
             continue
-        motion = MOTIONS[zlib.crc32(row[0].encode()) % len(MOTIONS)]
-        r = subprocess.run([sys.executable, "-m", "thcli", "animate", str(photo), motion, "-o", str(out),
-                            "--seconds", "4", "--steps", "0", "--consent", "detector experiment", "--threads", "1"],
-                           env=env, capture_output=True, text=True)
+        argv = ["animate", str(photo), motion, "-o", str(out), "--seconds", "4", "--steps", "0",
+                "--consent", "detector experiment", "--threads", "1"]
+        if in_process:  # the same command, without paying torch's import and the model load per file
+            r = CliRunner().invoke(app, argv)
+            print(row[0], row[2], "ok" if r.exit_code == 0 else r.output.strip()[-120:], flush=True)
+            continue
+        r = subprocess.run([sys.executable, "-m", "thcli", *argv], env=env, capture_output=True, text=True)
         print(row[0], row[2], "ok" if r.returncode == 0 else r.stderr.strip()[-120:], flush=True)
 
 
@@ -215,11 +235,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--source", choices=("portraits", "clips"), default="portraits", help="gen: what th enrolls")
+    ap.add_argument("--driver", choices=("motion", "video"), default="motion", help="gen: what drives th")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs the shared data at {DATA}")
     if args.stage == "gen":
-        gen(args.source)
+        gen(args.source, args.driver)
     elif args.stage == "crops":
         crops()
     else:
