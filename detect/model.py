@@ -35,6 +35,11 @@ class DetectorSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     threshold: float = 0.5  # on the fake probability; calibrated at 1 % FPR on held-out real identities
     aggregate: str = "median"  # per-file score = this statistic of the per-frame probabilities
+    # The temporal stage (detect.temporal.Head as a dict): on a video, each pair of consecutive frames is scored
+    # from its texture statistics and the CNN's logit, and ``threshold`` applies to the median over pairs. A still
+    # image has no pair: the CNN alone scores it, against ``image_threshold``. None (older weights): CNN only.
+    temporal: dict | None = None
+    image_threshold: float | None = None
 
     @staticmethod
     def for_arch(arch: str, input_size: int) -> DetectorSpec:
@@ -143,6 +148,13 @@ def read_spec(path: Path) -> DetectorSpec:
     if int(meta.get("format_version", "0")) > WEIGHTS_FORMAT_VERSION:
         raise UserError(f"{path}: detector format {meta['format_version']} needs a newer th")
     raw = json.loads(meta["spec"])
+    if raw.get("temporal") is not None:
+        from detect.temporal import Head
+
+        try:
+            Head.from_dict(raw["temporal"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}: damaged temporal stage in the detector's metadata ({e})") from e
     return DetectorSpec(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
 
 

@@ -1,9 +1,12 @@
 """Score files and frames: find the face, cut the canonical crop, run the detector, aggregate per file.
 
 Per frame: dlib HOG faces (synth.faces.detector) → the largest face → ``synth.faces.align.align_crop`` at the
-detector's input size (the same canonical crop the training data used) → fake probability. A file's
-score is the median over the frames where a face was found; it is *synthetic* when that exceeds the
-threshold calibrated at 1 % false positives on held-out real identities.
+detector's input size (the same canonical crop the training data used) → the CNN's fake probability.
+On a video, with a detector that has a temporal stage (``detect.temporal``), each sampled frame t is scored with
+frame t+1: both frames' face chips (cut with frame t's landmarks) give the pair's texture statistics, and the
+temporal head turns those and the CNN's logit into the pair's fake probability. A file's score is the median over
+the frames (pairs) where a face was found; it is *synthetic* when that exceeds the threshold calibrated at 1 %
+false positives on held-out real identities (a still image: the CNN against ``image_threshold``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class FileScore:
     frame_scores: list[float | None]  # per scored frame; None where no face was found
     fps: float | None
     detector: str  # "arch@sha256[:12]"
+    unit: str = "frame"  # what frame_scores score: "frame" (the CNN) or "window" (the temporal stage, from its start)
 
     @property
     def faces(self) -> int:
@@ -44,6 +48,7 @@ class FileScore:
             "frames_scored": len(self.frame_scores),
             "frames_with_face": self.faces,
             "aggregate": "median",
+            "unit": self.unit,
             "detector": self.detector,
             "frame_indices": self.frame_indices,
             "frame_scores": [None if s is None else round(s, 4) for s in self.frame_scores],
@@ -77,12 +82,81 @@ def face_crops(frames: list[np.ndarray], size: int, thorough: bool = False) -> l
 
 
 def score_frames(frames: list[np.ndarray], detector=None, thorough: bool = False) -> list[float | None]:
-    """Fake probability per RGB frame (None where no face was found)."""
+    """The CNN's fake probability per RGB frame (None where no face was found)."""
     det = detector or default_detector()
     crops = face_crops(frames, det.spec.input_size, thorough=thorough)
     have = [c for c in crops if c is not None]
     probs = iter(det.probabilities(np.stack(have)).tolist() if have else [])
     return [None if c is None else next(probs) for c in crops]
+
+
+def pair_columns(pairs: list[tuple[np.ndarray, np.ndarray]], detector=None) -> list[np.ndarray | None]:
+    """The temporal stage's columns (``detect.temporal.COLUMNS``) per pair of consecutive RGB frames (t, t+1):
+    None where frame t has no face."""
+    from detect import temporal
+    from synth.faces.align import align_crop
+    from synth.faces.chip import chip_details, extract_chip
+    from synth.faces.detector import MIN_FACE_PX, FaceDetector
+
+    det = detector or default_detector()
+    finder = FaceDetector()
+    chips, nexts, crops, found = [], [], [], []
+    for a, b in pairs:
+        faces = [f for f in finder.detect(a) if f.size >= MIN_FACE_PX]
+        found.append(bool(faces))
+        if faces:
+            d = chip_details(faces[0].landmarks, temporal.CHIP, 0.25)
+            chips.append(extract_chip(a, d))
+            nexts.append(extract_chip(b, d))
+            crops.append(align_crop(a, faces[0].landmarks, size=det.spec.input_size)[0])
+    if not chips:
+        return [None] * len(pairs)
+    stats = temporal.pair_features(temporal.equalise(np.stack(chips)), temporal.equalise(np.stack(nexts)))
+    logit = np.zeros(len(crops))
+    if "cnn_logit" in temporal.Head.from_dict(det.spec.temporal).columns:
+        p = np.clip(det.probabilities(np.stack(crops)), 1e-6, 1 - 1e-6)
+        logit = np.log(p / (1 - p))
+    rows = iter(temporal.columns(stats, logit))
+    return [next(rows) if f else None for f in found]
+
+
+def window_starts(n_frames: int, max_windows: int) -> list[int]:
+    """First frames of up to ``max_windows`` windows of ``WINDOW_FRAMES`` frames spread evenly over a video."""
+    from detect.temporal import WINDOW_FRAMES
+
+    last = max(n_frames - WINDOW_FRAMES, 0)
+    count = min(max_windows, last // WINDOW_FRAMES + 1)
+    return sorted(set(np.linspace(0, last, count).round().astype(int).tolist()))
+
+
+def score_windows(path: Path, detector, max_windows: int) -> tuple[list[int], list[float | None], float | None]:
+    """Fake probability of each window of a video from the temporal stage (None where a window has fewer than
+    ``MIN_PAIRS`` pairs with a face): (window start frames, probabilities, fps). One decoding pass."""
+    from detect import temporal
+    from synth.media import video
+
+    info = video.probe(path)
+    n = info.frames or temporal.WINDOW_FRAMES
+    plan: dict[int, list[int]] = {}
+    for s in window_starts(n, max_windows):
+        span = min(temporal.WINDOW_FRAMES, n - s)
+        plan[s] = sorted(set((s + np.linspace(0, max(span - 2, 0), temporal.WINDOW_PAIRS)).round().astype(int).tolist()))
+    wanted = {t for ts in plan.values() for t in ts} | {t + 1 for ts in plan.values() for t in ts}
+    got: dict[int, np.ndarray] = {}
+    for i, frame in enumerate(video.iter_frames(path, max_frames=max(wanted) + 1)):
+        if i in wanted:
+            got[i] = frame
+    head = temporal.Head.from_dict(detector.spec.temporal)
+    starts, probs = [], []
+    for s, ts in plan.items():
+        pairs = [(got[t], got[t + 1]) for t in ts if t in got and t + 1 in got]
+        if not pairs:
+            continue
+        rows = [r for r in pair_columns(pairs, detector) if r is not None]
+        cols = [temporal.COLUMNS.index(c) for c in head.columns]
+        starts.append(s)
+        probs.append(head.probability(np.stack(rows)[:, cols]) if len(rows) >= temporal.MIN_PAIRS else None)
+    return starts, probs, info.fps
 
 
 def read_sampled(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[int], float | None]:
@@ -98,20 +172,32 @@ def read_sampled(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[in
 
 
 def score_file(path: Path | str, detector=None, max_frames: int = MAX_FRAMES) -> FileScore:
-    """Per-frame scores and the file's aggregate (median over frames with a face)."""
+    """Per-frame (per-window, on a video with the temporal stage) scores and the file's aggregate: the median over
+    those with a face. ``max_frames`` bounds the frames examined: a window examines ``WINDOW_PAIRS`` of them."""
+    from synth.media import video
+
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a video or an image")
     det = detector or default_detector()
-    frames, indices, fps = read_sampled(path, max_frames)
-    scores = score_frames(frames, det, thorough=fps is None)
+    scores: list[float | None] = []
+    unit = "window"
+    if det.spec.temporal is not None and not video.is_image_path(path) and video.probe(path).frames != 1:
+        from detect.temporal import WINDOW_PAIRS
+
+        indices, scores, fps = score_windows(path, det, max(1, max_frames // WINDOW_PAIRS))
+        thr = det.spec.threshold
+    if not scores:  # an image, a one-frame video, or a detector without the temporal stage: the CNN per frame
+        frames, indices, fps = read_sampled(path, max_frames)
+        scores = score_frames(frames, det, thorough=fps is None)
+        thr = det.spec.threshold if det.spec.temporal is None else det.spec.image_threshold
+        unit = "frame"
     found = [s for s in scores if s is not None]
     agg = float(np.median(found)) if found else None
-    thr = det.spec.threshold
     name = f"{det.spec.arch}@{(det.sha256 or 'unsaved')[:12]}"
-    return FileScore(str(path), agg, thr, agg is not None and agg > thr, indices, scores, fps, name)
+    return FileScore(str(path), agg, thr, agg is not None and agg > thr, indices, scores, fps, name, unit)
 
 
 def plot_scores(results: list[FileScore], dest: Path | str, force: bool = False) -> None:

@@ -91,7 +91,8 @@ def tiny_model(tmp_path_factory, prepared3) -> Path:
 
 @pytest.fixture(scope="session")
 def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
-    """8 frames the bundled generator made of a held-out person (driven by another), written twice: raw
+    """2 s the bundled generator made of a held-out person's photo, one-shot and feed-forward, driven by another
+    held-out person's tracked clip (relative motion): what `th animate PHOTO DRIVER` renders, written twice: raw
     (no watermark, no manifest: what another tool could output) and through th's sealing write path.
     Skips without the shared clips, the bundled generator or the bundled detector's card."""
     import cv2
@@ -101,15 +102,22 @@ def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
     from provenance.manifest import GenerationFacts
     from provenance.write import write_video
     from synth.avatar.model import TalkingHeadModel
-    from synth.media.video import VideoWriter
-    from tests.test_detect import DRIVER_CLIP, REAL_CLIP, clip_crops, generator_path
+    from synth.faces.align import align_crop, apply_affine, clip_box
+    from synth.faces.detector import FaceDetector
+    from synth.faces.tracking import track_video
+    from synth.media.video import VideoWriter, iter_frames, read_image
+    from tests.test_detect import DRIVER_CLIP, PHOTO, generator_path
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     net = TalkingHeadModel.load(generator_path())
-    real, real_lm = clip_crops(REAL_CLIP, 8, 256)
-    _, drv_lm = clip_crops(DRIVER_CLIP, 8, 256)
-    fake, _ = generate_fakes(net, real, real_lm, drv_lm, k_shot=4, steps=0, seed=0)
+    photo = read_image(shared_path(PHOTO))
+    lm = FaceDetector().detect(photo, thorough=True)[0].landmarks
+    crop, m = align_crop(photo, lm, size=256)
+    track = track_video(shared_path(DRIVER_CLIP)).landmarks[:50]
+    _, m_drv = align_crop(next(iter_frames(shared_path(DRIVER_CLIP))), box=clip_box(track), size=256)
+    drv = np.stack([apply_affine(p, m_drv) for p in track])
+    fake, _ = generate_fakes(net, crop[None], apply_affine(lm, m)[None], drv, k_shot=1, steps=0, seed=0)
     torch.set_num_threads(n)
     frames = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in fake]
     d = tmp_path_factory.mktemp("generated")

@@ -226,8 +226,6 @@ def test_real_footage_is_no_evidence_exit_5_through_the_cli(capsys):
     assert d["detector"] is None or d["detector"]["synthetic"] is False
 
 
-@pytest.mark.xfail(strict=False, reason="issue #14 open: the bundled detector flags about half of th's frames "
-                   "at its 1 % FPR threshold; the verdict logic itself is tested with a stub-free score below")
 def test_unmarked_generated_video_is_likely_synthetic_exit_6_through_the_cli(generated_clips, capsys):
     raw, _ = generated_clips
     code, out, _ = _cli([str(raw), "--json"], capsys)

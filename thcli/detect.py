@@ -31,11 +31,14 @@ def score(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (per-frame scores and the aggregate).")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="OUT.png", help="Write score over time as a PNG.")] = None,
     weights: Annotated[Path | None, typer.Option(help="Detector weights (default: the bundled ones).")] = None,
-    max_frames: Annotated[int, typer.Option(help="Frames sampled evenly per video.")] = 64,
+    max_frames: Annotated[int, typer.Option(help=(
+        "Frames examined per file: a video is scored in windows of 16 frame pairs (up to max-frames/16 windows, "
+        "spread evenly), an image or a detector without the temporal stage frame by frame."))] = 64,
     threads: Annotated[int | None, typer.Option(help="torch threads (default TH_THREADS or all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite --plot if it exists.")] = False,
 ) -> None:
-    """Per-frame fake probability and one score per file (median); exit 0 = none flagged, 1 = some flagged."""
+    """Fake probability per window (videos: the temporal stage) or frame (images) and one score per file (median);
+    exit 0 = none flagged, 1 = some flagged."""
     import json
 
     from detect.model import Detector, load_scorer
@@ -73,7 +76,7 @@ def score(
                        "LIKELY SYNTHETIC" if r.synthetic else "not flagged")
             shown = "-" if r.score is None else f"{r.score:.3f}"
             typer.echo(f"{r.path}: score {shown} (threshold {r.threshold:.3f}, {r.faces}/{len(r.frame_scores)} "
-                       f"frames with a face) → {verdict}")
+                       f"{r.unit}s with a face) → {verdict}")
     if plot is not None:
         plot_scores(results, plot, force=force)
         typer.echo(f"plot → {plot}", err=True)
