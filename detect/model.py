@@ -35,9 +35,9 @@ class DetectorSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     threshold: float = 0.5  # on the fake probability; calibrated at 1 % FPR on held-out real identities
     aggregate: str = "median"  # per-file score = this statistic of the per-frame probabilities
-    # The temporal stage (detect.temporal.Head as a dict): on a video, each pair of consecutive frames is scored
-    # from its texture statistics and the CNN's logit, and ``threshold`` applies to the median over pairs. A still
-    # image has no pair: the CNN alone scores it, against ``image_threshold``. None (older weights): CNN only.
+    # The temporal stage (detect.temporal.Head as a dict): a video is scored per window from its pairs of consecutive
+    # frames, and ``threshold`` applies to the median over windows. A still image has no pair: the CNN alone scores
+    # it, against ``image_threshold``. None (older weights): the CNN scores everything against ``threshold``.
     temporal: dict | None = None
     image_threshold: float | None = None
 

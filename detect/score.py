@@ -1,12 +1,12 @@
 """Score files and frames: find the face, cut the canonical crop, run the detector, aggregate per file.
 
-Per frame: dlib HOG faces (synth.faces.detector) → the largest face → ``synth.faces.align.align_crop`` at the
-detector's input size (the same canonical crop the training data used) → the CNN's fake probability.
-On a video, with a detector that has a temporal stage (``detect.temporal``), each sampled frame t is scored with
-frame t+1: both frames' face chips (cut with frame t's landmarks) give the pair's texture statistics, and the
-temporal head turns those and the CNN's logit into the pair's fake probability. A file's score is the median over
-the frames (pairs) where a face was found; it is *synthetic* when that exceeds the threshold calibrated at 1 %
-false positives on held-out real identities (a still image: the CNN against ``image_threshold``).
+A video, with a detector that has a temporal stage (``detect.temporal``): up to ``max_frames // 16`` windows of 100
+frames spread over the file; in each, 16 frames t with the frame after them; per pair, dlib HOG faces on frame t and
+both frames' face chips cut with frame t's landmarks give the pair's texture statistics; per window their medians
+and spreads give its fake probability (the temporal head). An image (or a detector without that stage): per frame,
+the largest face → ``synth.faces.align.align_crop`` at the CNN's input size → the CNN's fake probability.
+A file's score is the median over the windows (frames) with a face; it is *synthetic* above the threshold calibrated
+on held-out real identities (``threshold`` for windows, ``image_threshold`` for the CNN when both exist).
 """
 
 from __future__ import annotations
@@ -147,13 +147,13 @@ def score_windows(path: Path, detector, max_windows: int) -> tuple[list[int], li
         if i in wanted:
             got[i] = frame
     head = temporal.Head.from_dict(detector.spec.temporal)
+    cols = [temporal.COLUMNS.index(c) for c in head.columns]
     starts, probs = [], []
     for s, ts in plan.items():
         pairs = [(got[t], got[t + 1]) for t in ts if t in got and t + 1 in got]
         if not pairs:
             continue
         rows = [r for r in pair_columns(pairs, detector) if r is not None]
-        cols = [temporal.COLUMNS.index(c) for c in head.columns]
         starts.append(s)
         probs.append(head.probability(np.stack(rows)[:, cols]) if len(rows) >= temporal.MIN_PAIRS else None)
     return starts, probs, info.fps

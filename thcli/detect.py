@@ -28,7 +28,7 @@ app = typer.Typer(cls=_ScoreByDefault, no_args_is_help=True,
 @app.command("score")
 def score(
     files: Annotated[list[Path], typer.Argument(help="Videos or images to score.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (per-frame scores and the aggregate).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (per-window or per-frame scores and the aggregate).")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="OUT.png", help="Write score over time as a PNG.")] = None,
     weights: Annotated[Path | None, typer.Option(help="Detector weights (default: the bundled ones).")] = None,
     max_frames: Annotated[int, typer.Option(help=(
