@@ -90,17 +90,18 @@ def score_frames(frames: list[np.ndarray], detector=None, thorough: bool = False
     return [None if c is None else next(probs) for c in crops]
 
 
-def pair_columns(pairs: list[tuple[np.ndarray, np.ndarray]], detector=None) -> list[np.ndarray | None]:
-    """The temporal stage's columns (``detect.temporal.COLUMNS``) per pair of consecutive RGB frames (t, t+1):
-    None where frame t has no face."""
+def pair_chips(pairs: list[tuple[np.ndarray, np.ndarray]], crop_size: int
+               ) -> tuple[list[bool], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the temporal stage reads of pairs of consecutive RGB frames (t, t+1): whether frame t has a face, and for
+    those that do, dlib's chips of t and t+1 cut with frame t's landmarks, frame t's canonical crop (the CNN's input)
+    and its landmarks. The one cutting both scoring and the stage's training data use."""
     from detect import temporal
     from synth.faces.align import align_crop
     from synth.faces.chip import chip_details, extract_chip
     from synth.faces.detector import MIN_FACE_PX, FaceDetector
 
-    det = detector or default_detector()
     finder = FaceDetector()
-    chips, nexts, crops, found = [], [], [], []
+    found, chips, nexts, crops, marks = [], [], [], [], []
     for a, b in pairs:
         faces = [f for f in finder.detect(a) if f.size >= MIN_FACE_PX]
         found.append(bool(faces))
@@ -108,13 +109,29 @@ def pair_columns(pairs: list[tuple[np.ndarray, np.ndarray]], detector=None) -> l
             d = chip_details(faces[0].landmarks, temporal.CHIP, 0.25)
             chips.append(extract_chip(a, d))
             nexts.append(extract_chip(b, d))
-            crops.append(align_crop(a, faces[0].landmarks, size=det.spec.input_size)[0])
-    if not chips:
+            crops.append(align_crop(a, faces[0].landmarks, size=crop_size)[0])
+            marks.append(faces[0].landmarks.astype(np.float32))
+
+    def stack(items: list[np.ndarray], shape: tuple[int, ...], dtype) -> np.ndarray:
+        return np.stack(items) if items else np.zeros((0, *shape), dtype)
+
+    side = (temporal.CHIP, temporal.CHIP, 3)
+    return (found, stack(chips, side, np.uint8), stack(nexts, side, np.uint8),
+            stack(crops, (crop_size, crop_size, 3), np.uint8), stack(marks, (68, 2), np.float32))
+
+
+def pair_columns(pairs: list[tuple[np.ndarray, np.ndarray]], detector, with_cnn: bool) -> list[np.ndarray | None]:
+    """The temporal stage's columns (``detect.temporal.COLUMNS``) per pair of consecutive RGB frames (t, t+1):
+    None where frame t has no face. The CNN's logit column is computed only ``with_cnn`` (else 0)."""
+    from detect import temporal
+
+    found, chips, nexts, crops, _ = pair_chips(pairs, detector.spec.input_size)
+    if not len(chips):
         return [None] * len(pairs)
-    stats = temporal.pair_features(temporal.equalise(np.stack(chips)), temporal.equalise(np.stack(nexts)))
+    stats = temporal.pair_features(temporal.equalise(chips), temporal.equalise(nexts))
     logit = np.zeros(len(crops))
-    if "cnn_logit" in temporal.Head.from_dict(det.spec.temporal).columns:
-        p = np.clip(det.probabilities(np.stack(crops)), 1e-6, 1 - 1e-6)
+    if with_cnn:
+        p = np.clip(detector.probabilities(crops), 1e-6, 1 - 1e-6)
         logit = np.log(p / (1 - p))
     rows = iter(temporal.columns(stats, logit))
     return [next(rows) if f else None for f in found]
@@ -129,18 +146,14 @@ def window_starts(n_frames: int, max_windows: int) -> list[int]:
     return sorted(set(np.linspace(0, last, count).round().astype(int).tolist()))
 
 
-def score_windows(path: Path, detector, max_windows: int) -> tuple[list[int], list[float | None], float | None]:
-    """Fake probability of each window of a video from the temporal stage (None where a window has fewer than
-    ``MIN_PAIRS`` pairs with a face): (window start frames, probabilities, fps). One decoding pass."""
+def score_windows(path: Path, detector, max_windows: int, n_frames: int) -> tuple[list[int], list[float | None]]:
+    """Fake probability of each window of a video of ``n_frames`` frames from the temporal stage (None where a window
+    has fewer than ``MIN_PAIRS`` pairs with a face): (window start frames, probabilities). One decoding pass."""
     from detect import temporal
     from synth.media import video
 
-    info = video.probe(path)
-    n = info.frames or temporal.WINDOW_FRAMES
-    plan: dict[int, list[int]] = {}
-    for s in window_starts(n, max_windows):
-        span = min(temporal.WINDOW_FRAMES, n - s)
-        plan[s] = sorted(set((s + np.linspace(0, max(span - 2, 0), temporal.WINDOW_PAIRS)).round().astype(int).tolist()))
+    plan = {s: temporal.window_pairs(s, min(temporal.WINDOW_FRAMES, n_frames - s))
+            for s in window_starts(n_frames, max_windows)}
     wanted = {t for ts in plan.values() for t in ts} | {t + 1 for ts in plan.values() for t in ts}
     got: dict[int, np.ndarray] = {}
     for i, frame in enumerate(video.iter_frames(path, max_frames=max(wanted) + 1)):
@@ -153,10 +166,10 @@ def score_windows(path: Path, detector, max_windows: int) -> tuple[list[int], li
         pairs = [(got[t], got[t + 1]) for t in ts if t in got and t + 1 in got]
         if not pairs:
             continue
-        rows = [r for r in pair_columns(pairs, detector) if r is not None]
+        rows = [r for r in pair_columns(pairs, detector, "cnn_logit" in head.columns) if r is not None]
         starts.append(s)
         probs.append(head.probability(np.stack(rows)[:, cols]) if len(rows) >= temporal.MIN_PAIRS else None)
-    return starts, probs, info.fps
+    return starts, probs
 
 
 def read_sampled(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[int], float | None]:
@@ -184,10 +197,12 @@ def score_file(path: Path | str, detector=None, max_frames: int = MAX_FRAMES) ->
     det = detector or default_detector()
     scores: list[float | None] = []
     unit = "window"
-    if det.spec.temporal is not None and not video.is_image_path(path) and video.probe(path).frames != 1:
-        from detect.temporal import WINDOW_PAIRS
+    info = None if video.is_image_path(path) else video.probe(path)
+    if det.spec.temporal is not None and info is not None and info.frames != 1:
+        from detect.temporal import WINDOW_FRAMES, WINDOW_PAIRS
 
-        indices, scores, fps = score_windows(path, det, max(1, max_frames // WINDOW_PAIRS))
+        fps = info.fps
+        indices, scores = score_windows(path, det, max(1, max_frames // WINDOW_PAIRS), info.frames or WINDOW_FRAMES)
         thr = det.spec.threshold
     if not scores:  # an image, a one-frame video, or a detector without the temporal stage: the CNN per frame
         frames, indices, fps = read_sampled(path, max_frames)

@@ -110,6 +110,11 @@ WINDOW_PAIRS = 16  # pairs (t, t+1) per window, t spread evenly
 MIN_PAIRS = 4  # pairs with a face a window needs to be scored
 
 
+def window_pairs(start: int, span: int) -> list[int]:
+    """Frames t of a window's pairs (t, t+1): ``WINDOW_PAIRS`` spread evenly over ``span`` frames from ``start``."""
+    return sorted(set((start + np.linspace(0, max(span - 2, 0), WINDOW_PAIRS)).round().astype(int).tolist()))
+
+
 def columns(pairs: np.ndarray, cnn_logit: np.ndarray, names: tuple[str, ...] = COLUMNS) -> np.ndarray:
     """Per pair, the named columns: ``pair_features`` output and the CNN logit → (N, len(names)) float64."""
     cols = {n: pairs[:, i].astype(np.float64) for i, n in enumerate(FEATURES)}

@@ -35,41 +35,25 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import detect_shipped as ds  # noqa: E402
 
 WORK = ds.WORK
-PAIRS = 16
-MAX_FRAMES = 100
 
 
 def file_chips(path: Path, start: int = 0) -> dict[str, np.ndarray]:
-    """16 pairs of 150 px chips (frames t and t+1, both cut with frame t's landmarks) in frames [start, start+100),
-    their landmarks and sizes."""
-    from synth.faces.chip import chip_details, extract_chip
-    from synth.faces.detector import MIN_FACE_PX, FaceDetector
+    """One window (frames [start, start+100)) of a file as the scorer cuts it (detect.score.pair_chips): its 16
+    pairs' 150 px chips of t and t+1, frame t's canonical crop and landmarks."""
+    from detect import temporal
+    from detect.score import pair_chips
     from synth.media.video import iter_frames
 
-    frames = list(iter_frames(path, max_frames=start + MAX_FRAMES))[start:]
-    det = FaceDetector()
-    from synth.faces.align import align_crop
-
-    chips, nexts, lms, crops = [], [], [], []
-    if len(frames) >= 2:
-        for t in np.linspace(0, len(frames) - 2, PAIRS).round().astype(int):
-            faces = [f for f in det.detect(frames[t]) if f.size >= MIN_FACE_PX]
-            if not faces:
-                continue
-            d = chip_details(faces[0].landmarks, 150, 0.25)
-            chips.append(extract_chip(frames[t], d))
-            nexts.append(extract_chip(frames[t + 1], d))
-            lms.append(faces[0].landmarks.astype(np.float32))
-            crops.append(align_crop(frames[t], faces[0].landmarks, size=128)[0])  # the bundled CNN's input
-    empty = np.zeros((0, 150, 150, 3), np.uint8)
-    return {"chips": np.stack(chips) if chips else empty, "next": np.stack(nexts) if nexts else empty,
-            "landmarks": np.stack(lms) if lms else np.zeros((0, 68, 2), np.float32),
-            "crops": np.stack(crops) if crops else np.zeros((0, 128, 128, 3), np.uint8),
-            "frame": np.array(frames[0].shape[:2]) if frames else np.zeros(2, int)}
+    frames = list(iter_frames(path, max_frames=start + temporal.WINDOW_FRAMES))[start:]
+    pairs = [(frames[t], frames[t + 1]) for t in temporal.window_pairs(0, len(frames))] if len(frames) >= 2 else []
+    _, chips, nexts, crops, marks = pair_chips(pairs, 128)  # 128: the bundled CNN's input
+    return {"chips": chips, "next": nexts, "crops": crops, "landmarks": marks}
 
 
 def extract() -> None:
+    from detect.score import window_starts
     from provenance import attacks
+    from synth.media.video import probe
 
     rows = ds.manifest()
     jobs = [("real", ds.DATA / r[0]) for r in rows if r[1] == "clip"]
@@ -90,9 +74,6 @@ def extract() -> None:
     for r in rows:  # the later windows of every real clip as it is (the scorer reads up to 4 windows of a file)
         if r[1] != "clip":
             continue
-        from detect.score import window_starts
-        from synth.media.video import probe
-
         for start in window_starts(probe(ds.DATA / r[0]).frames or 0, 4)[1:]:
             dest = WORK / "chips" / f"asis__{Path(r[0]).stem}@{start}.npz"
             if not dest.exists():
@@ -171,7 +152,7 @@ def temporal_features() -> None:
 class FeatureSet:
     """Per-pair columns (detect.temporal.COLUMNS) of every file: (kind, stem) → {"raw"|"chain": (N, 20)}."""
 
-    def __init__(self, later_windows: bool = True) -> None:
+    def __init__(self) -> None:
         self.identity = {Path(r[0]).stem: r[2] for r in ds.manifest()}
         self.identity |= {f"clip-{k}": v for k, v in self.identity.items()}  # enrolled from a clip's frame
         self.identity |= {f"drv-{k}": v for k, v in self.identity.items()}  # driven by a real clip
@@ -181,8 +162,6 @@ class FeatureSet:
 
         for p in sorted((WORK / "temporal").glob("*.npz")):
             kind, stem = p.stem.split("__", 1)
-            if "@" in stem and not later_windows:
-                continue
             z = np.load(p)
             self.files[(kind, stem)] = {w: temporal.columns(z[f"{w}_pairs"], z[f"{w}_cnn"]) for w in ("raw", "chain")}
 
