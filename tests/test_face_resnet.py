@@ -105,6 +105,29 @@ def test_chip_through_the_pyramid_and_from_5_points(astronaut):
     assert np.array_equal(face_chip(astronaut, lm5), dlib.get_face_chip(astronaut, shape5, 150, 0.25))
 
 
+def test_chips_of_several_frames_at_once_and_the_fast_sampling(astronaut):
+    """extract_chips: one plan for several images gives each image's own chip exactly; fast=True (OpenCV's
+    fixed-point bilinear, what the detector's temporal stage cuts with) stays within a level of dlib's, through
+    the pyramid too, except on the image's edge."""
+    import cv2
+
+    from synth.faces.chip import extract_chip, extract_chips
+    from synth.faces.detector import FaceDetector
+
+    lm = FaceDetector().detect(astronaut)[0].landmarks
+    shifted = np.roll(astronaut, (3, -2), axis=(0, 1))
+    m = cv2.getRotationMatrix2D((256, 256), 25, 3.0)
+    big, big_lm = cv2.warpAffine(astronaut, m, (1200, 1100)), lm @ m[:, :2].T + m[:, 2]
+    for imgs, marks in (([astronaut, shifted], lm), ([big, np.roll(big, 5, axis=1)], big_lm)):
+        d = chip_details(marks)
+        exact, fast = extract_chips(imgs, d), extract_chips(imgs, d, fast=True)
+        for img, e, f in zip(imgs, exact, fast):
+            assert np.array_equal(e, extract_chip(img, d))
+            diff = np.abs(e.astype(int) - f)
+            # all but the pixels on the image's edge (dlib: black, OpenCV: blended with black) within one level
+            assert np.mean(diff.max(axis=2) <= 1) > 0.99 and diff.mean() < 1.0, (np.mean(diff <= 1), diff.mean())
+
+
 def test_network_alone_on_a_chip_and_batch_independence(faces, recognizer, net):
     chips = np.stack([face_chip(img, lm) for img, lm in faces[:2]])
     with torch.no_grad():

@@ -82,12 +82,9 @@ def probe(path: Path | str) -> VideoInfo:
         raise UserError(f"{path}: not a readable video ({e.__class__.__name__})") from e
 
 
-def iter_frames(path: Path | str, every: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 frames one at a time (every ``every``-th, at most ``max_frames``).
-
-    A file that decodes to no frame at all raises UserError; corruption after some frames ends the
-    stream early (what was decodable is returned), as players do.
-    """
+def _decoded(path: Path | str) -> Iterator:
+    """PyAV's decoded frames of the first video stream, not yet converted to RGB (the conversion costs more than
+    the decoding: callers convert only the frames they keep). Errors as ``iter_frames`` describes."""
     import av
 
     path = Path(path)
@@ -102,15 +99,10 @@ def iter_frames(path: Path | str, every: int = 1, max_frames: int | None = None)
             raise UserError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        i = 0
         try:
             for frame in container.decode(stream):
-                if i % every == 0:
-                    yield frame.to_ndarray(format="rgb24")
-                    n_out += 1
-                    if max_frames is not None and n_out >= max_frames:
-                        return
-                i += 1
+                yield frame
+                n_out += 1
         except av.error.FFmpegError as e:
             if n_out == 0:
                 raise UserError(f"{path}: corrupt video, no frame could be decoded") from e
@@ -118,16 +110,41 @@ def iter_frames(path: Path | str, every: int = 1, max_frames: int | None = None)
         raise UserError(f"{path}: video has no decodable frames")
 
 
-def read_frames_at(path: Path | str, indices: list[int]) -> dict[int, np.ndarray]:
-    """Decode once, keep only the frames at ``indices`` (sorted); memory is O(len(indices))."""
+def iter_frames(path: Path | str, every: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames one at a time (every ``every``-th, at most ``max_frames``).
+
+    A file that decodes to no frame at all raises UserError; corruption after some frames ends the
+    stream early (what was decodable is returned), as players do.
+    """
+    n_out = 0
+    decoded = _decoded(path)
+    try:
+        for i, frame in enumerate(decoded):
+            if i % every == 0:
+                yield frame.to_ndarray(format="rgb24")
+                n_out += 1
+                if max_frames is not None and n_out >= max_frames:
+                    return
+    finally:
+        decoded.close()  # closes the container now, not when the generator is collected
+
+
+def read_frames_at(path: Path | str, indices: list[int] | set[int]) -> dict[int, np.ndarray]:
+    """Decode once, convert and keep only the frames at ``indices``; memory is O(len(indices))."""
     wanted = set(indices)
-    last = max(indices) if indices else -1
+    last = max(wanted) if wanted else -1
     out: dict[int, np.ndarray] = {}
-    for i, frame in enumerate(iter_frames(path)):
-        if i in wanted:
-            out[i] = frame
-        if i >= last:
-            break
+    if last < 0:
+        return out
+    decoded = _decoded(path)
+    try:
+        for i, frame in enumerate(decoded):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+    finally:
+        decoded.close()
     return out
 
 
