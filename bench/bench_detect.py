@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_detect.py [--threads 2] [--repeats 5] [--video PATH]
 
-Rows: dlib HOG + 68 landmarks on one 256 px frame; the temporal statistics of one pair (two 150 px chips cut,
-equalised, DIS flow, 19 numbers); the timm CNN in ONNX Runtime per crop (batches of 64: what stills use); and
+Rows: dlib HOG + 68 landmarks on one whole frame (a window's first pair), and near the previous face (the other
+pairs: HOG on a small region); the temporal statistics of one pair (two 150 px chips cut, equalised, DIS flow, 24
+numbers); the timm CNN in ONNX Runtime per crop (batches of 64: what stills use); and
 `detect.score_file` on a whole video at `--max-frames 64` (4 windows of 16 pairs), with the frames/s it examines.
 Medians of ``--repeats`` runs after one warm-up; take the figures on an otherwise idle machine.
 """
@@ -36,7 +37,7 @@ def main() -> None:
     from detect.model import load_scorer
     from detect.score import score_file
     from synth.faces.align import align_crop
-    from synth.faces.chip import chip_details, extract_chip
+    from synth.faces.chip import chip_details, extract_chips
     from synth.faces.detector import FaceDetector
     from synth.media.video import iter_frames, probe
 
@@ -49,10 +50,11 @@ def main() -> None:
     crops = np.stack([align_crop(frames[0], face.landmarks, size=scorer.spec.input_size)[0]] * 64)
 
     def pair():
-        a, b = extract_chip(frames[0], d)[None], extract_chip(frames[1], d)[None]
+        a, b = (c[None] for c in extract_chips(frames, d, fast=True))
         temporal.pair_features(temporal.equalise(a), temporal.equalise(b))
 
     hog = median_time(lambda: det.detect(frames[0]), args.repeats)
+    near = median_time(lambda: det.detect_near(frames[1], face.box), args.repeats)
     stats = median_time(pair, args.repeats)
     cnn = median_time(lambda: scorer.probabilities(crops), args.repeats) / len(crops)
     whole = median_time(lambda: score_file(args.video, scorer, max_frames=64), args.repeats)
@@ -63,8 +65,9 @@ def main() -> None:
           f"median of {args.repeats}")
     print("| what | ms | per second |")
     print("|---|---|---|")
-    print(f"| HOG + landmarks, one frame | {hog * 1e3:.1f} | {1 / hog:.0f} frames |")
-    print(f"| temporal statistics, one pair (chips, equalise, DIS flow, 19 numbers) | {stats * 1e3:.1f} | "
+    print(f"| HOG + landmarks, whole frame | {hog * 1e3:.1f} | {1 / hog:.0f} frames |")
+    print(f"| HOG near the previous face + landmarks | {near * 1e3:.1f} | {1 / near:.0f} frames |")
+    print(f"| temporal statistics, one pair (chips, equalise, DIS flow, 24 numbers) | {stats * 1e3:.1f} | "
           f"{1 / stats:.0f} pairs |")
     print(f"| timm CNN (ONNX Runtime), one crop in batches of 64 | {cnn * 1e3:.2f} | {1 / cnn:.0f} crops |")
     print(f"| score_file, --max-frames 64: {len(r.frame_scores)} windows, {examined} frames decoded and used | "

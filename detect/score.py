@@ -1,8 +1,8 @@
 """Score files and frames: find the face, cut the canonical crop, run the detector, aggregate per file.
 
 A video, with a detector that has a temporal stage (``detect.temporal``): up to ``max_frames // 16`` windows of 100
-frames spread over the file; in each, 16 frames t with the frame after them; per pair, dlib HOG faces on frame t and
-both frames' face chips cut with frame t's landmarks give the pair's texture statistics; per window their medians
+frames spread over the file; in each, 16 frames t with the frame after them; per pair, the face of frame t (dlib HOG, tracked through the
+window) and both frames' face chips cut with frame t's landmarks give the pair's texture statistics; per window their medians
 and spreads give its fake probability (the temporal head). An image (or a detector without that stage): per frame,
 the largest face → ``synth.faces.align.align_crop`` at the CNN's input size → the CNN's fake probability.
 A file's score is the median over the windows (frames) with a face; it is *synthetic* above the threshold calibrated
@@ -90,34 +90,42 @@ def score_frames(frames: list[np.ndarray], detector=None, thorough: bool = False
     return [None if c is None else next(probs) for c in crops]
 
 
-def pair_chips(pairs: list[tuple[np.ndarray, np.ndarray]], crop_size: int
+def pair_chips(pairs: list[tuple[np.ndarray, np.ndarray]], crop_size: int | None
                ) -> tuple[list[bool], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the temporal stage reads of pairs of consecutive RGB frames (t, t+1): whether frame t has a face, and for
-    those that do, dlib's chips of t and t+1 cut with frame t's landmarks, frame t's canonical crop (the CNN's input)
-    and its landmarks. The one cutting both scoring and the stage's training data use."""
+    those that do, the 150 px face chips of t and t+1 cut with frame t's landmarks (dlib's chip geometry, OpenCV's
+    bilinear sampling), frame t's canonical crop (the CNN's input; none cut when ``crop_size`` is None) and its
+    landmarks. The face of frame t is looked for near the previous pair's face first (HOG on a small region), in
+    the whole frame when that finds none. The one cutting both scoring and the stage's training data use."""
     from detect import temporal
     from synth.faces.align import align_crop
-    from synth.faces.chip import chip_details, extract_chip
+    from synth.faces.chip import chip_details, extract_chips
     from synth.faces.detector import MIN_FACE_PX, FaceDetector
 
     finder = FaceDetector()
     found, chips, nexts, crops, marks = [], [], [], [], []
+    last = None  # the face of the previous pair: looked for near it first (a few ms), in the whole frame if lost
     for a, b in pairs:
-        faces = [f for f in finder.detect(a) if f.size >= MIN_FACE_PX]
-        found.append(bool(faces))
-        if faces:
-            d = chip_details(faces[0].landmarks, temporal.CHIP, 0.25)
-            chips.append(extract_chip(a, d))
-            nexts.append(extract_chip(b, d))
-            crops.append(align_crop(a, faces[0].landmarks, size=crop_size)[0])
-            marks.append(faces[0].landmarks.astype(np.float32))
+        face = finder.detect_near(a, last.box) if last is not None else None
+        if face is None or face.size < MIN_FACE_PX:
+            faces = [f for f in finder.detect(a) if f.size >= MIN_FACE_PX]
+            face = faces[0] if faces else None
+        last = face
+        found.append(face is not None)
+        if face is not None:
+            chip_a, chip_b = extract_chips([a, b], chip_details(face.landmarks, temporal.CHIP, 0.25), fast=True)
+            chips.append(chip_a)
+            nexts.append(chip_b)
+            if crop_size is not None:
+                crops.append(align_crop(a, face.landmarks, size=crop_size)[0])
+            marks.append(face.landmarks.astype(np.float32))
 
     def stack(items: list[np.ndarray], shape: tuple[int, ...], dtype) -> np.ndarray:
         return np.stack(items) if items else np.zeros((0, *shape), dtype)
 
     side = (temporal.CHIP, temporal.CHIP, 3)
     return (found, stack(chips, side, np.uint8), stack(nexts, side, np.uint8),
-            stack(crops, (crop_size, crop_size, 3), np.uint8), stack(marks, (68, 2), np.float32))
+            stack(crops, (crop_size or 0, crop_size or 0, 3), np.uint8), stack(marks, (68, 2), np.float32))
 
 
 def pair_columns(pairs: list[tuple[np.ndarray, np.ndarray]], detector, with_cnn: bool) -> list[np.ndarray | None]:
@@ -125,11 +133,11 @@ def pair_columns(pairs: list[tuple[np.ndarray, np.ndarray]], detector, with_cnn:
     None where frame t has no face. The CNN's logit column is computed only ``with_cnn`` (else 0)."""
     from detect import temporal
 
-    found, chips, nexts, crops, _ = pair_chips(pairs, detector.spec.input_size)
+    found, chips, nexts, crops, _ = pair_chips(pairs, detector.spec.input_size if with_cnn else None)
     if not len(chips):
         return [None] * len(pairs)
     stats = temporal.pair_features(temporal.equalise(chips), temporal.equalise(nexts))
-    logit = np.zeros(len(crops))
+    logit = np.zeros(len(chips))
     if with_cnn:
         p = np.clip(detector.probabilities(crops), 1e-6, 1 - 1e-6)
         logit = np.log(p / (1 - p))
@@ -146,30 +154,34 @@ def window_starts(n_frames: int, max_windows: int) -> list[int]:
     return sorted(set(np.linspace(0, last, count).round().astype(int).tolist()))
 
 
-def score_windows(path: Path, detector, max_windows: int, n_frames: int) -> tuple[list[int], list[float | None]]:
+def score_windows(path: Path, detector, max_windows: int, n_frames: int, workers: int = 1
+                  ) -> tuple[list[int], list[float | None]]:
     """Fake probability of each window of a video of ``n_frames`` frames from the temporal stage (None where a window
-    has fewer than ``MIN_PAIRS`` pairs with a face): (window start frames, probabilities). One decoding pass."""
+    has fewer than ``MIN_PAIRS`` pairs with a face): (window start frames, probabilities). One decoding pass; the
+    windows in ``workers`` threads (OpenCV and numpy release the GIL, dlib does not)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from detect import temporal
     from synth.media import video
 
     plan = {s: temporal.window_pairs(s, min(temporal.WINDOW_FRAMES, n_frames - s))
             for s in window_starts(n_frames, max_windows)}
-    wanted = {t for ts in plan.values() for t in ts} | {t + 1 for ts in plan.values() for t in ts}
-    got: dict[int, np.ndarray] = {}
-    for i, frame in enumerate(video.iter_frames(path, max_frames=max(wanted) + 1)):
-        if i in wanted:
-            got[i] = frame
+    got = video.read_frames_at(path, {u for ts in plan.values() for t in ts for u in (t, t + 1)})
     head = temporal.Head.from_dict(detector.spec.temporal)
     cols = [temporal.COLUMNS.index(c) for c in head.columns]
-    starts, probs = [], []
-    for s, ts in plan.items():
+
+    def window(ts: list[int]) -> float | None:
         pairs = [(got[t], got[t + 1]) for t in ts if t in got and t + 1 in got]
-        if not pairs:
-            continue
         rows = [r for r in pair_columns(pairs, detector, "cnn_logit" in head.columns) if r is not None]
-        starts.append(s)
-        probs.append(head.probability(np.stack(rows)[:, cols]) if len(rows) >= temporal.MIN_PAIRS else None)
-    return starts, probs
+        return head.probability(np.stack(rows)[:, cols]) if len(rows) >= temporal.MIN_PAIRS else None
+
+    todo = [(s, ts) for s, ts in plan.items() if any(t in got and t + 1 in got for t in ts)]
+    if workers > 1 and len(todo) > 1:
+        with ThreadPoolExecutor(min(workers, len(todo))) as pool:
+            probs = list(pool.map(window, [ts for _, ts in todo]))
+    else:
+        probs = [window(ts) for _, ts in todo]
+    return [s for s, _ in todo], probs
 
 
 def read_sampled(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[int], float | None]:
@@ -184,9 +196,12 @@ def read_sampled(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[in
     return frames, [i * every for i in range(len(frames))], info.fps
 
 
-def score_file(path: Path | str, detector=None, max_frames: int = MAX_FRAMES) -> FileScore:
+def score_file(path: Path | str, detector=None, max_frames: int = MAX_FRAMES, workers: int | None = None) -> FileScore:
     """Per-frame (per-window, on a video with the temporal stage) scores and the file's aggregate: the median over
-    those with a face. ``max_frames`` bounds the frames examined: a window examines ``WINDOW_PAIRS`` of them."""
+    those with a face. ``max_frames`` bounds the frames examined: a window examines ``WINDOW_PAIRS`` of them.
+    ``workers``: threads for a video's windows (default ``synth.device.thread_count()``; the scores do not depend
+    on it)."""
+    from synth.device import thread_count
     from synth.media import video
 
     path = Path(path)
@@ -202,7 +217,8 @@ def score_file(path: Path | str, detector=None, max_frames: int = MAX_FRAMES) ->
         from detect.temporal import WINDOW_FRAMES, WINDOW_PAIRS
 
         fps = info.fps
-        indices, scores = score_windows(path, det, max(1, max_frames // WINDOW_PAIRS), info.frames or WINDOW_FRAMES)
+        indices, scores = score_windows(path, det, max(1, max_frames // WINDOW_PAIRS), info.frames or WINDOW_FRAMES,
+                                        thread_count(workers))
         thr = det.spec.threshold
     if not scores:  # an image, a one-frame video, or a detector without the temporal stage: the CNN per frame
         frames, indices, fps = read_sampled(path, max_frames)

@@ -7,17 +7,19 @@ real video's do — through H.264 and the re-uploader's chain too (docs/DETECTOR
 
 Per *pair* of consecutive frames (t, t+1) of a file:
 
-1. dlib's 150 px face chip (``synth.faces.chip``) of both frames, cut with frame t's landmarks, brought to one
-   effective resolution (``SIDE`` px and back) so a sharp 512 px source and a 256 px one are not told apart by
-   their sharpness alone;
-2. ``pair_features``: 19 statistics — high-pass energy, its correlation between t and t+1 without and with
+1. the 150 px face chip (dlib's geometry, ``synth.faces.chip``) of both frames, cut with frame t's landmarks,
+   brought to one effective resolution (``SIDE`` px and back) so a sharp 512 px source and a 256 px one are not
+   told apart by their sharpness alone;
+2. ``pair_features``: 24 statistics — high-pass energy, its correlation between t and t+1 without and with
    motion compensation (dense optical flow, OpenCV's DIS), the residual left after compensation, the flow's
    size, the 2× down/up-sampling residual (NPR, CVPR 2024), colour spread — in the face centre and the chip
-   border;
-3. with the timm CNN's logit on frame t's canonical crop, that makes 20 columns per pair. A *window* of a file
+   border, and the same texture statistics for the mouth and the eyes (what speech moves most, and what a
+   generator re-renders from one photo: teeth, lids);
+3. with the timm CNN's logit on frame t's canonical crop, that makes 25 columns per pair. A *window* of a file
    (``WINDOW_PAIRS`` pairs spread over ``WINDOW_FRAMES`` frames) is summarised by each column's median and its
-   spread over the window (``window_vector``), and a logistic head (``Head``: standardisation, weights, bias;
-   stored in the detector's metadata) gives the window's fake probability.
+   spread over the window (``window_vector``), and a small head (``Head``: standardisation, then logistic
+   regression or one hidden ReLU layer; stored in the detector's metadata) gives the window's fake probability.
+   Which columns a head reads is its own (``Head.columns``): the bundled one's are in its card.
 
 The file score is the median over its windows (``detect.score``). numpy and OpenCV only (torch to fit a head).
 """
@@ -35,16 +37,19 @@ PIXEL_FEATURES = ("centre_hp_energy", "centre_hp_corr", "centre_hp_change", "bor
                   "centre_luma_spread")
 FLOW_FEATURES = ("centre_mc_corr", "centre_mc_hp_change", "centre_mc_change", "ring_mc_corr", "ring_mc_hp_change",
                  "ring_mc_change", "centre_flow", "ring_flow")
-FEATURES = PIXEL_FEATURES + FLOW_FEATURES
+PART_FEATURES = ("mouth_hp_energy", "mouth_mc_corr", "mouth_mc_hp_change", "eyes_hp_energy", "eyes_mc_corr")
+FEATURES = PIXEL_FEATURES + FLOW_FEATURES + PART_FEATURES
 
 
-def _regions() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _regions() -> tuple[np.ndarray, ...]:
     yy, xx = np.mgrid[:CHIP, :CHIP]
     centre = (abs(yy - 80) < 40) & (abs(xx - 75) < 40)  # eyes to chin
     border = (yy < 15) | (yy >= CHIP - 15) | (xx < 15) | (xx >= CHIP - 15)  # hair, background, neck
     inner = np.zeros_like(centre)
     inner[8:-8, 8:-8] = True
-    return centre, border, border & inner  # ring: the border without the strip a warp cannot fill
+    mouth = (yy >= 92) & (yy < 126) & (xx >= 46) & (xx < 104)  # the 20 mouth landmarks fall in y 97-119, x 52-97
+    eyes = (yy >= 34) & (yy < 58) & (xx >= 32) & (xx < 118)  # the 12 eye landmarks: y 43-49, x 38-111
+    return centre, border, border & inner, mouth, eyes  # ring: the border without the strip a warp cannot fill
 
 
 def equalise(chips: np.ndarray, side: int = SIDE) -> np.ndarray:
@@ -72,10 +77,10 @@ def _log(v: float, eps: float = 1e-3) -> float:
 
 
 def pair_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``FEATURES`` of each pair of equalised chips: a, b (N,150,150,3) uint8 (frames t and t+1) → (N,19)."""
+    """``FEATURES`` of each pair of equalised chips: a, b (N,150,150,3) uint8 (frames t and t+1) → (N,24)."""
     import cv2
 
-    centre, border, ring = _regions()
+    centre, border, ring, mouth, eyes = _regions()
     yy, xx = np.mgrid[:CHIP, :CHIP].astype(np.float32)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     out = np.zeros((len(a), len(FEATURES)), np.float32)
@@ -100,6 +105,9 @@ def pair_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                   _log(np.abs(ga.astype(np.float32)[m] - warped[m]).mean())]
         mag = np.hypot(flow[..., 0], flow[..., 1])
         f += [_log(float(np.median(mag[centre])), 1e-2), _log(float(np.median(mag[ring])), 1e-2)]
+        # the parts that move most in speech: a generator's teeth and eyes re-rendered from one photo
+        f += [_log(ha[mouth].var()), _corr(ha[mouth], hw[mouth]), _log(np.abs(ha[mouth] - hw[mouth]).mean()),
+              _log(ha[eyes].var()), _corr(ha[eyes], hw[eyes])]
         out[i] = f
     return np.nan_to_num(out)
 
@@ -130,16 +138,20 @@ def window_vector(per_pair: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Head:
-    """Logistic regression on a window's standardised ``window_vector``: p = σ(((v − mean) / std) · weight + bias).
+    """The window classifier on a window's standardised ``window_vector`` x = (v − mean) / std: logistic,
+    p = σ(x · weight + bias), or with one hidden layer of ``len(hidden)`` ReLU units,
+    p = σ(relu(hidden · x + hidden_bias) · weight + bias).
 
-    ``columns`` names the per-pair columns (entries of ``COLUMNS``); ``mean``, ``std`` and ``weight`` have
-    2 · len(columns) entries: the medians, then the spreads."""
+    ``columns`` names the per-pair columns (entries of ``COLUMNS``); ``mean`` and ``std`` have 2 · len(columns)
+    entries (the medians, then the spreads), and so has ``weight`` (logistic) or each row of ``hidden``."""
 
     columns: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weight: tuple[float, ...]
     bias: float
+    hidden: tuple[tuple[float, ...], ...] = ()
+    hidden_bias: tuple[float, ...] = ()
 
     def probability(self, per_pair: np.ndarray) -> float:
         """Fake probability of one window from its pairs' columns (N, len(columns)), N ≥ 1."""
@@ -147,11 +159,17 @@ class Head:
 
     def window_probability(self, v: np.ndarray) -> float:
         """Fake probability of one ``window_vector``."""
-        z = float(((v - np.array(self.mean)) / np.array(self.std)) @ np.array(self.weight)) + self.bias
+        x = (v - np.array(self.mean)) / np.array(self.std)
+        if self.hidden:
+            x = np.maximum(np.array(self.hidden) @ x + np.array(self.hidden_bias), 0.0)
+        z = float(x @ np.array(self.weight)) + self.bias
         return float(1.0 / (1.0 + np.exp(-z)))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.hidden:  # a logistic head is stored as before the hidden layer existed
+            del d["hidden"], d["hidden_bias"]
+        return d
 
     @staticmethod
     def from_dict(d: dict) -> Head:
@@ -159,32 +177,51 @@ class Head:
         if unknown:
             raise ValueError(f"unknown temporal columns {sorted(unknown)}")
         n = 2 * len(d["columns"])
-        if not len(d["mean"]) == len(d["std"]) == len(d["weight"]) == n:
-            raise ValueError(f"temporal head needs {n} means, stds and weights")
-        return Head(tuple(d["columns"]), tuple(d["mean"]), tuple(d["std"]), tuple(d["weight"]), float(d["bias"]))
+        hidden = tuple(tuple(float(v) for v in row) for row in d.get("hidden", ()))
+        hidden_bias = tuple(float(v) for v in d.get("hidden_bias", ()))
+        if not len(d["mean"]) == len(d["std"]) == n:
+            raise ValueError(f"temporal head needs {n} means and stds")
+        if len(hidden_bias) != len(hidden) or any(len(row) != n for row in hidden):
+            raise ValueError(f"temporal head's hidden layer needs rows of {n} weights and one bias per row")
+        if len(d["weight"]) != (len(hidden) or n):
+            raise ValueError(f"temporal head needs {len(hidden) or n} output weights")
+        return Head(tuple(d["columns"]), tuple(d["mean"]), tuple(d["std"]), tuple(d["weight"]), float(d["bias"]),
+                    hidden, hidden_bias)
 
 
-def fit_head(windows: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float) -> Head:
-    """L2-regularised logistic regression on window vectors (N, 2·len(names)), both classes weighted equally
-    (torch LBFGS, float64)."""
+def fit_head(windows: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float, hidden: int = 0,
+             seed: int = 0) -> Head:
+    """A head fitted on window vectors (N, 2·len(names)), both classes weighted equally, L2 ``l2`` on every weight
+    (torch LBFGS, float64): logistic regression, or with ``hidden`` ReLU units (initialised from ``seed``)."""
     import torch
 
     x = np.asarray(windows, np.float64)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     xt = torch.from_numpy((x - mu) / sd)
     yt = torch.from_numpy(np.asarray(y, np.float64))
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[1]
+    w1 = (torch.randn(hidden, n, generator=g, dtype=torch.float64) / np.sqrt(n)).requires_grad_()
+    b1 = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(hidden, generator=g, dtype=torch.float64) / np.sqrt(hidden) if hidden
+         else torch.zeros(n, dtype=torch.float64)).requires_grad_()
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    params = [w1, b1, w, b] if hidden else [w, b]
     pos = float(np.mean(y))
     weights = torch.from_numpy(np.where(np.asarray(y) > 0, 0.5 / pos, 0.5 / (1 - pos)))
-    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(params, max_iter=500, line_search_fn="strong_wolfe")
+
+    def logits():
+        return (torch.relu(xt @ w1.T + b1) if hidden else xt) @ w + b
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt, weight=weights) + l2 * (w * w).sum()
+        penalty = (w * w).sum() + ((w1 * w1).sum() if hidden else 0.0)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits(), yt, weight=weights) + l2 * penalty
         loss.backward()
         return loss
 
     opt.step(closure)
+    rows = tuple(tuple(r) for r in w1.detach().numpy().tolist()) if hidden else ()
     return Head(tuple(names), tuple(mu.tolist()), tuple(sd.tolist()), tuple(w.detach().numpy().tolist()),
-                float(b.detach()))
+                float(b.detach()), rows, tuple(b1.detach().numpy().tolist()) if hidden else ())

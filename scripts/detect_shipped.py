@@ -3,7 +3,7 @@ portrait of the share) against real clips sent through the same write path (wate
 read by the scorer's own crop (detect.score.face_crops), raw and after the re-uploader's chain. Not the bundled
 detector's recipe (that is `th detect train`, docs/DETECTOR.md): a measurement of what this data does.
 
-    python scripts/detect_shipped.py gen [--source portraits|clips] [--driver motion|video]
+    python scripts/detect_shipped.py gen [--source portraits|clips] [--driver motion|video] [--take K]
                                                 # th animate, one 4 s file per portrait (or per clip identity,
                                                 # from a video frame), driven by a built-in motion or another
                                                 # identity's real clip; ~10 min each, 1 core, in one process
@@ -53,11 +53,12 @@ def fake_split(identity: str, dev: set[str]) -> str:
     return "test" if identity in dev or zlib.crc32(identity.encode()) % 3 == 0 else "train"
 
 
-def gen(source: str, driver: str = "motion") -> None:
+def gen(source: str, driver: str = "motion", take: int = 0) -> None:
     """One th file per portrait (``source`` = portraits) or per clip identity, enrolled from the clip's 10th frame
     (``source`` = clips: a video frame, not a still photo, as the photo). ``driver`` = motion: a built-in motion;
     video: a real clip of another identity of the same split (its tracked landmarks, relative motion), as most
-    users drive th; those files are named ``drv-<name>.mp4``."""
+    users drive th; those files are named ``drv-<name>.mp4`` (``take`` K > 0: the K-th other clip of the pool,
+    ``drvK-<name>.mp4``)."""
     from synth.media.video import read_frames_at, write_image
 
     out_dir = WORK / "out"
@@ -85,10 +86,10 @@ def gen(source: str, driver: str = "motion") -> None:
                 write_image(photo, read_frames_at(DATA / row[0], [10])[10])
         motion = MOTIONS[zlib.crc32(row[0].encode()) % len(MOTIONS)]
         if driver == "video":
-            name = f"drv-{name}"
+            name = f"drv{take or ''}-{name}"
             split = fake_split(row[2], dev)
             pool = [c for c in clips if c[2] != row[2] and fake_split(c[2], dev) == split]
-            motion = str(DATA / pool[zlib.crc32(row[0].encode()) % len(pool)][0])
+            motion = str(DATA / pool[(zlib.crc32(row[0].encode()) + take) % len(pool)][0])
         out = out_dir / f"{name}.mp4"
         if out.exists():
             continue
@@ -236,11 +237,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--source", choices=("portraits", "clips"), default="portraits", help="gen: what th enrolls")
     ap.add_argument("--driver", choices=("motion", "video"), default="motion", help="gen: what drives th")
+    ap.add_argument("--take", type=int, default=0, help="gen --driver video: which other clip drives (0 = the first)")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs the shared data at {DATA}")
     if args.stage == "gen":
-        gen(args.source, args.driver)
+        gen(args.source, args.driver, args.take)
     elif args.stage == "crops":
         crops()
     else:

@@ -89,12 +89,10 @@ def tiny_model(tmp_path_factory, prepared3) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
-    """2 s the bundled generator made of a held-out person's photo, one-shot and feed-forward, driven by another
-    held-out person's tracked clip (relative motion): what `th animate PHOTO DRIVER` renders, written twice: raw
-    (no watermark, no manifest: what another tool could output) and through th's sealing write path.
-    Skips without the shared clips, the bundled generator or the bundled detector's card."""
+def _generated(tmp_path_factory, driver: str) -> tuple[Path, Path]:
+    """What the bundled generator makes of a held-out person's photo, one-shot and feed-forward, written twice: raw
+    (no watermark, no manifest: what another tool could output) and through th's sealing write path. ``driver``:
+    "clip" = 2 s driven by another held-out person's tracked clip; "talk" = 4 s of the built-in talking motion."""
     import cv2
     import torch
 
@@ -102,6 +100,7 @@ def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
     from provenance.manifest import GenerationFacts
     from provenance.write import write_video
     from synth.avatar.model import TalkingHeadModel
+    from synth.avatar.motion import builtin_motion
     from synth.faces.align import align_crop, apply_affine, clip_box
     from synth.faces.detector import FaceDetector
     from synth.faces.tracking import track_video
@@ -114,13 +113,16 @@ def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
     photo = read_image(shared_path(PHOTO))
     lm = FaceDetector().detect(photo, thorough=True)[0].landmarks
     crop, m = align_crop(photo, lm, size=256)
-    track = track_video(shared_path(DRIVER_CLIP)).landmarks[:50]
-    _, m_drv = align_crop(next(iter_frames(shared_path(DRIVER_CLIP))), box=clip_box(track), size=256)
-    drv = np.stack([apply_affine(p, m_drv) for p in track])
+    if driver == "clip":
+        track = track_video(shared_path(DRIVER_CLIP)).landmarks[:50]
+        _, m_drv = align_crop(next(iter_frames(shared_path(DRIVER_CLIP))), box=clip_box(track), size=256)
+        drv = np.stack([apply_affine(p, m_drv) for p in track])
+    else:
+        drv = builtin_motion("talk", apply_affine(lm, m), fps=25, seconds=4)
     fake, _ = generate_fakes(net, crop[None], apply_affine(lm, m)[None], drv, k_shot=1, steps=0, seed=0)
     torch.set_num_threads(n)
     frames = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in fake]
-    d = tmp_path_factory.mktemp("generated")
+    d = tmp_path_factory.mktemp(f"generated_{driver}")
     with VideoWriter(d / "raw.mp4", 25, (256, 256)) as w:  # test data: deliberately outside the write path
         for f in frames:
             w.write(f)
@@ -128,3 +130,17 @@ def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
         mp.setenv("TH_HOME", str(tmp_path_factory.mktemp("generated_home")))
         write_video(frames, d / "th.mp4", 25, GenerationFacts.current())
     return d / "raw.mp4", d / "th.mp4"
+
+
+@pytest.fixture(scope="session")
+def generated_clips(tmp_path_factory) -> tuple[Path, Path]:
+    """(raw, th) 2 s of a held-out person's photo driven by another held-out person's clip (``_generated``).
+    Skips without the shared clips, the bundled generator or the bundled detector's card."""
+    return _generated(tmp_path_factory, "clip")
+
+
+@pytest.fixture(scope="session")
+def generated_motion_clips(tmp_path_factory) -> tuple[Path, Path]:
+    """(raw, th) 4 s of a held-out person's photo moved by the built-in talking motion (``_generated``): what
+    `th animate PHOTO` renders by default."""
+    return _generated(tmp_path_factory, "talk")

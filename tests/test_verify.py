@@ -241,8 +241,10 @@ def test_real_footage_is_no_evidence_exit_5_through_the_cli(capsys):
     assert d["detector"] is None or d["detector"]["synthetic"] is False
 
 
-def test_unmarked_generated_video_is_likely_synthetic_exit_6_through_the_cli(generated_clips, capsys):
-    raw, _ = generated_clips
+def test_unmarked_generated_video_is_likely_synthetic_exit_6_through_the_cli(generated_motion_clips, capsys):
+    """th's default output (a photo, the built-in talking motion) without watermark or manifest, as another tool
+    could write it: the detector's evidence alone makes it likely-synthetic."""
+    raw, _ = generated_motion_clips
     code, out, _ = _cli([str(raw), "--json"], capsys)
     d = json.loads(out)
     assert d["c2pa"]["state"] == "absent" and not d["watermark"]["found"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import numpy as np
 from synth.errors import UserError
 
 MIN_FACE_PX = 40  # a face box narrower than this gives unusable landmarks
+# dlib's detectors release the GIL while they run and are not safe to run on one object from two threads (a
+# segfault, seen): every call into dlib holds this lock, so threads overlap only in the rest (OpenCV, numpy)
+_DLIB = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,19 @@ def _mmod():
     return dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
 
 
+def _locked(fn, *args):
+    with _DLIB:
+        return fn(*args)
+
+
 def fit_landmarks(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """dlib's 68-point shape predictor inside ``box``; float32 (68, 2)."""
     import dlib
 
     rect = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
-    shape = _shape_predictor()(rgb, rect)
+    predictor = _shape_predictor()
+    with _DLIB:
+        shape = predictor(rgb, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
@@ -116,11 +127,13 @@ class FaceDetector:
         for up in ups:
             if self.backend == "hog":
                 # Upsampling doubles HOG's false positives on textured clothing: ask for a clearer margin.
-                rects, scores, _ = _hog().run(small, up, 0.0 if up == 0 else 0.4)
+                hog = _hog()
+                with _DLIB:
+                    rects, scores, _ = hog.run(small, up, 0.0 if up == 0 else 0.4)
                 boxes = [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
             else:
                 boxes = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
-                         for d in _mmod()(small, up)]
+                         for d in _locked(_mmod(), small, up)]
             if boxes:
                 break
         faces = []
@@ -154,11 +167,13 @@ class FaceDetector:
         small = cv2.resize(roi, (max(1, round(roi.shape[1] * k)), max(1, round(roi.shape[0] * k))),
                            interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
         if self.backend == "hog":
-            rects, scores, _ = _hog().run(small, 0, -0.3)
+            hog = _hog()
+            with _DLIB:
+                rects, scores, _ = hog.run(small, 0, -0.3)
             found = [((r.left(), r.top(), r.right(), r.bottom()), float(sc)) for r, sc in zip(rects, scores)]
         else:
             found = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
-                     for d in _mmod()(small, 0)]
+                     for d in _locked(_mmod(), small, 0)]
         if not found:
             return None
         (bx0, by0, bx1, by1), score = max(found, key=lambda f: f[1])
