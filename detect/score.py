@@ -1,9 +1,10 @@
 """Score files and frames: find the face, cut the canonical crop, run the detector, aggregate per file.
 
 A video, with a detector that has a temporal stage (``detect.temporal``): up to ``max_frames // 16`` windows of 100
-frames spread over the file; in each, 16 frames t with the frame after them; per pair, the face of frame t (dlib HOG, tracked through the
-window) and both frames' face chips cut with frame t's landmarks give the pair's texture statistics; per window their medians
-and spreads give its fake probability (the temporal head). An image (or a detector without that stage): per frame,
+frames spread over the file; in each, 16 frames t with the frame after them; per pair, the face of frame t (dlib
+HOG, tracked through the window) and both frames' face chips cut with frame t's landmarks give the pair's texture
+statistics (and the CNN's logit on frame t's crop, if the head reads it); per window their medians and spreads give
+its fake probability (the temporal head). An image (or a detector without that stage): per frame,
 the largest face → ``synth.faces.align.align_crop`` at the CNN's input size → the CNN's fake probability.
 A file's score is the median over the windows (frames) with a face; it is *synthetic* above the threshold calibrated
 on held-out real identities (``threshold`` for windows, ``image_threshold`` for the CNN when both exist).
@@ -158,7 +159,8 @@ def score_windows(path: Path, detector, max_windows: int, n_frames: int, workers
                   ) -> tuple[list[int], list[float | None]]:
     """Fake probability of each window of a video of ``n_frames`` frames from the temporal stage (None where a window
     has fewer than ``MIN_PAIRS`` pairs with a face): (window start frames, probabilities). One decoding pass; the
-    windows in ``workers`` threads (OpenCV and numpy release the GIL, dlib does not)."""
+    windows in ``workers`` threads (OpenCV, numpy and ONNX Runtime run side by side; dlib's calls take turns: its
+    detectors are not safe to share between threads, ``synth.faces.detector``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from detect import temporal

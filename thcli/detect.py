@@ -34,7 +34,7 @@ def score(
     max_frames: Annotated[int, typer.Option(help=(
         "Frames examined per file: a video is scored in windows of 16 frame pairs (up to max-frames/16 windows, "
         "spread evenly), an image or a detector without the temporal stage frame by frame."))] = 64,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default TH_THREADS or all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads: the network (ONNX Runtime or torch) and a video's windows, scored side by side (default TH_THREADS or all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite --plot if it exists.")] = False,
 ) -> None:
     """Fake probability per window (videos: the temporal stage) or frame (images) and one score per file (median);
