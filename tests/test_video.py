@@ -50,6 +50,19 @@ def test_iter_frames_streams():
     assert len(list(iter_frames(src, every=10, max_frames=5))) == 5
 
 
+def test_read_frames_at_keeps_only_the_asked_frames_and_equals_iter_frames():
+    """read_frames_at converts only the frames it keeps (the detector's reader): the same pixels as iter_frames at
+    those indices, indices past the end left out, an empty request reads nothing."""
+    from synth.media.video import read_frames_at
+
+    src = shared_path("clips/EDTalk__pose_source1.mp4")  # 250 frames
+    every = list(iter_frames(src, max_frames=60))
+    got = read_frames_at(src, {0, 7, 8, 59})
+    assert sorted(got) == [0, 7, 8, 59] and all(np.array_equal(got[i], every[i]) for i in got)
+    assert sorted(read_frames_at(src, [249, 400])) == [249]
+    assert read_frames_at(src, []) == {}
+
+
 def test_short_audio_is_padded_with_silence_and_long_audio_cut_to_the_video(tmp_path):
     """The output's audio lasts exactly as long as its frames (to one AAC frame), whatever the source's."""
     import subprocess
