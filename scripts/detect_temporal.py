@@ -207,9 +207,12 @@ class FeatureSet:
             z = np.load(p)
             self.files[(kind, stem)] = {w: temporal.columns(z[f"{w}_pairs"], z[f"{w}_cnn"]) for w in ("raw", "chain")}
 
+    def identity_of(self, stem: str) -> str:
+        # name@start: a later window of that file; clip-: enrolled from a clip's frame; drv-, drvK-: driven by a clip
+        return self.identity[re.sub(r"^(drv\d*-)?(clip-)?", "", stem.split("@")[0])]
+
     def split(self, kind: str, stem: str) -> str:
-        # name@start: a later window of that clip; clip-: enrolled from a clip's frame; drv-, drvK-: driven by a clip
-        ident = self.identity[re.sub(r"^(drv\d*-)?(clip-)?", "", stem.split("@")[0])]
+        ident = self.identity_of(stem)
         if kind == "foreign":
             return "eval"
         if kind in ("real", "asis"):  # a real clip re-written by th's write path, or as it is
@@ -319,7 +322,7 @@ class Files:
                     grouped.setdefault((kind, stem.split("@")[0], which), []).append(
                         temporal.window_vector(v[which][:, cols]))
         for (kind, stem, which), wins in sorted(grouped.items(), key=lambda t: t[0]):
-            ident = data.identity[re.sub(r"^(drv\d*-)?(clip-)?", "", stem)]
+            ident = data.identity_of(stem)
             self.rows.append({"key": (kind, stem, which), "kind": kind, "which": which, "ident": ident,
                               "label": 1.0 if kind == "fake" else 0.0, "windows": wins,
                               "test": ident in data.dev, "how": enrollment(stem) if kind == "fake" else kind})
