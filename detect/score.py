@@ -172,18 +172,18 @@ def score_windows(path: Path, detector, max_windows: int, n_frames: int, workers
     head = temporal.Head.from_dict(detector.spec.temporal)
     cols = [temporal.COLUMNS.index(c) for c in head.columns]
 
-    def window(ts: list[int]) -> float | None:
-        pairs = [(got[t], got[t + 1]) for t in ts if t in got and t + 1 in got]
+    decoded = {s: [t for t in ts if t in got and t + 1 in got] for s, ts in plan.items()}  # a short file ends early
+    todo = [s for s, ts in decoded.items() if ts]
+
+    def window(s: int) -> float | None:
+        pairs = [(got[t], got[t + 1]) for t in decoded[s]]
         rows = [r for r in pair_columns(pairs, detector, "cnn_logit" in head.columns) if r is not None]
         return head.probability(np.stack(rows)[:, cols]) if len(rows) >= temporal.MIN_PAIRS else None
 
-    todo = [(s, ts) for s, ts in plan.items() if any(t in got and t + 1 in got for t in ts)]
     if workers > 1 and len(todo) > 1:
         with ThreadPoolExecutor(min(workers, len(todo))) as pool:
-            probs = list(pool.map(window, [ts for _, ts in todo]))
-    else:
-        probs = [window(ts) for _, ts in todo]
-    return [s for s, _ in todo], probs
+            return todo, list(pool.map(window, todo))
+    return todo, [window(s) for s in todo]
 
 
 def read_sampled(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[int], float | None]:

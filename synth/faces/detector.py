@@ -69,6 +69,7 @@ def _mmod():
 
 
 def _locked(fn, *args):
+    """``fn(*args)`` holding the dlib lock."""
     with _DLIB:
         return fn(*args)
 
@@ -78,9 +79,7 @@ def fit_landmarks(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np
     import dlib
 
     rect = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
-    predictor = _shape_predictor()
-    with _DLIB:
-        shape = predictor(rgb, rect)
+    shape = _locked(_shape_predictor(), rgb, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
@@ -127,9 +126,7 @@ class FaceDetector:
         for up in ups:
             if self.backend == "hog":
                 # Upsampling doubles HOG's false positives on textured clothing: ask for a clearer margin.
-                hog = _hog()
-                with _DLIB:
-                    rects, scores, _ = hog.run(small, up, 0.0 if up == 0 else 0.4)
+                rects, scores, _ = _locked(_hog().run, small, up, 0.0 if up == 0 else 0.4)
                 boxes = [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
             else:
                 boxes = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
@@ -167,9 +164,7 @@ class FaceDetector:
         small = cv2.resize(roi, (max(1, round(roi.shape[1] * k)), max(1, round(roi.shape[0] * k))),
                            interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
         if self.backend == "hog":
-            hog = _hog()
-            with _DLIB:
-                rects, scores, _ = hog.run(small, 0, -0.3)
+            rects, scores, _ = _locked(_hog().run, small, 0, -0.3)
             found = [((r.left(), r.top(), r.right(), r.bottom()), float(sc)) for r, sc in zip(rects, scores)]
         else:
             found = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
